@@ -1,0 +1,450 @@
+//! Settings: plain documented data, layered and validated once at start.
+//!
+//! Layers, lowest first: built-in defaults < optional file (`--config`, YAML
+//! or TOML) < environment `SWITCHYARD__SECTION__KEY` < command-line flags.
+//! The environment is read through a map the caller passes in, so tests inject
+//! values instead of mutating the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineKind;
+
+/// Every setting of a running replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listeners and request limits.
+    pub server: ServerSettings,
+    /// The graceful drain after SIGTERM/SIGINT.
+    pub drain: DrainSettings,
+    /// Who this replica is in a rollout.
+    pub deployment: DeploymentSettings,
+    /// Language detection.
+    pub detector: DetectorSettings,
+    /// Health reporting.
+    pub health: HealthSettings,
+    /// Logs.
+    pub log: LogSettings,
+}
+
+/// Listeners and request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// gRPC listener (Detector, Admin, Health, reflection). Port 0 picks a
+    /// free port; [`crate::startup::Application::grpc_addr`] reports it.
+    pub grpc_addr: SocketAddr,
+    /// Plain-HTTP admin listener (`/healthz`, `/readyz`).
+    pub admin_addr: SocketAddr,
+    /// Detect calls served at once; calls above it are shed with
+    /// RESOURCE_EXHAUSTED instead of queueing without bound.
+    pub max_concurrent_requests: usize,
+    /// Largest request message accepted, in bytes; larger ones get
+    /// RESOURCE_EXHAUSTED.
+    pub max_decoding_message_size: usize,
+}
+
+/// The graceful drain (see the README's timing budget).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSettings {
+    /// Seconds to keep serving normally after the stop signal while load
+    /// balancers and the mesh remove the endpoint.
+    pub delay: f64,
+    /// Seconds to wait for in-flight RPCs after the listener closes before
+    /// exiting anyway (with a non-zero code).
+    pub timeout: f64,
+}
+
+impl DrainSettings {
+    /// [`DrainSettings::delay`] as a duration.
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.delay)
+    }
+
+    /// [`DrainSettings::timeout`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+}
+
+/// The release track a replica serves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Track {
+    Stable,
+    Canary,
+    Blue,
+    Green,
+    Shadow,
+}
+
+impl Track {
+    /// The name used on the wire and in labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Stable => "stable",
+            Track::Canary => "canary",
+            Track::Blue => "blue",
+            Track::Green => "green",
+            Track::Shadow => "shadow",
+        }
+    }
+}
+
+impl FromStr for Track {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stable" => Ok(Track::Stable),
+            "canary" => Ok(Track::Canary),
+            "blue" => Ok(Track::Blue),
+            "green" => Ok(Track::Green),
+            "shadow" => Ok(Track::Shadow),
+            other => Err(format!(
+                "unknown track {other:?} (expected stable, canary, blue, green or shadow)"
+            )),
+        }
+    }
+}
+
+/// Who this replica is in a rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSettings {
+    /// The release track, reported in `served_by`.
+    pub track: Track,
+    /// Pod name (downward API `POD_NAME`; the host name outside Kubernetes).
+    pub pod: String,
+    /// Namespace (downward API `POD_NAMESPACE`).
+    pub namespace: String,
+}
+
+/// Language detection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSettings {
+    /// The engine that answers when nothing else decides.
+    pub default_engine: EngineKind,
+    /// Longest text accepted, in characters (Unicode scalar values).
+    pub max_text_chars: usize,
+}
+
+/// Health reporting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Seconds the runtime heartbeat may stall before `liveness` turns
+    /// NOT_SERVING (so the kubelet restarts a wedged pod).
+    pub liveness_stall_threshold: f64,
+    /// A file created when ready and removed when the drain begins, for exec
+    /// readiness probes (`cat /tmp/ready`).
+    pub ready_file: Option<PathBuf>,
+}
+
+impl HealthSettings {
+    /// [`HealthSettings::liveness_stall_threshold`] as a duration.
+    pub fn liveness_stall_threshold(&self) -> Duration {
+        Duration::from_secs_f64(self.liveness_stall_threshold)
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (the default when stdout is not a terminal).
+    Json,
+    /// Human-readable lines (the default on a terminal).
+    Pretty,
+}
+
+/// Logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` or `pretty`; unset means json unless stdout is a terminal.
+    pub format: Option<LogFormat>,
+    /// A `tracing` filter such as `info` or `switchyard=debug,info`;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// A setting that is missing, malformed or out of range. Its message is one
+/// line naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn setting(name: &str, problem: impl std::fmt::Display) -> Self {
+        Self(format!("`{name}` {problem}"))
+    }
+}
+
+/// Overrides from the command line, highest layer. `None` keeps the layers
+/// below. Values stay strings so that every value, whatever its layer, is
+/// checked by the same code with the same messages.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Optional settings file (YAML or TOML by extension).
+    pub config_file: Option<PathBuf>,
+    /// `(dotted.key, value)` pairs, e.g. `("drain.delay", "2.5")`.
+    pub values: Vec<(&'static str, String)>,
+}
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("server.grpc_addr", "0.0.0.0:50051"),
+    ("server.admin_addr", "0.0.0.0:9090"),
+    ("server.max_concurrent_requests", "256"),
+    ("server.max_decoding_message_size", "4194304"),
+    ("drain.delay", "5"),
+    ("drain.timeout", "20"),
+    ("deployment.track", "stable"),
+    ("deployment.namespace", "default"),
+    ("detector.default_engine", "whatlang"),
+    ("detector.max_text_chars", "10000"),
+    ("health.liveness_stall_threshold", "10"),
+    ("log.level", "info"),
+];
+
+impl Settings {
+    /// The built-in defaults alone (what `switchyard serve` runs with on a
+    /// machine with no configuration), with the given environment for the
+    /// downward-API identity.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::load(&HashMap::new(), &Overrides::default())
+    }
+
+    /// Layers defaults, the optional file, the environment `env` (pass
+    /// `std::env::vars().collect()` in production) and `overrides`, then
+    /// validates the result.
+    pub fn load(env: &HashMap<String, String>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder
+                .set_default(*key, *value)
+                .map_err(|e| ConfigError::setting(key, e))?;
+        }
+        // Downward API identity, overridable by the layers above.
+        let pod = env
+            .get("POD_NAME")
+            .or_else(|| env.get("HOSTNAME"))
+            .cloned()
+            .unwrap_or_else(|| "localhost".into());
+        builder = builder
+            .set_default("deployment.pod", pod)
+            .map_err(|e| ConfigError::setting("deployment.pod", e))?;
+        if let Some(ns) = env.get("POD_NAMESPACE") {
+            builder = builder
+                .set_default("deployment.namespace", ns.as_str())
+                .map_err(|e| ConfigError::setting("deployment.namespace", e))?;
+        }
+
+        if let Some(path) = &overrides.config_file {
+            if !path.is_file() {
+                return Err(ConfigError::setting(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+
+        let from_env: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SWITCHYARD__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SWITCHYARD")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(from_env)),
+        );
+
+        for (key, value) in &overrides.values {
+            builder = builder
+                .set_override(*key, value.as_str())
+                .map_err(|e| ConfigError::setting(key, e))?;
+        }
+
+        let raw = builder.build().map_err(|e| ConfigError(one_line(&e)))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError(one_line(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Range checks that types alone do not express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let seconds = [
+            ("drain.delay", self.drain.delay, 0.0),
+            ("drain.timeout", self.drain.timeout, 0.0),
+            (
+                "health.liveness_stall_threshold",
+                self.health.liveness_stall_threshold,
+                0.1,
+            ),
+        ];
+        for (name, value, min) in seconds {
+            if !value.is_finite() || value < min || value > 3600.0 {
+                return Err(ConfigError::setting(
+                    name,
+                    format!("must be a number of seconds between {min} and 3600, got {value}"),
+                ));
+            }
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return Err(ConfigError::setting(
+                "server.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        if self.detector.max_text_chars == 0 {
+            return Err(ConfigError::setting(
+                "detector.max_text_chars",
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_decoding_message_size < 1024 {
+            return Err(ConfigError::setting(
+                "server.max_decoding_message_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if self.deployment.pod.is_empty() {
+            return Err(ConfigError::setting("deployment.pod", "must not be empty"));
+        }
+        if let Some(path) = &self.health.ready_file {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::setting("health.ready_file", "must not be empty"));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::setting("log.level", e));
+        }
+        Ok(())
+    }
+
+    /// The effective settings as JSON, for `Admin/GetInfo` (there are no
+    /// secrets among them).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// The config crate's messages sometimes span lines; ours never do.
+fn one_line(e: &config::ConfigError) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let s = Settings::defaults().expect("defaults are valid");
+        assert_eq!(s.server.grpc_addr.port(), 50051);
+        assert_eq!(s.server.admin_addr.port(), 9090);
+        assert_eq!(s.drain.delay(), Duration::from_secs(5));
+        assert_eq!(s.drain.timeout(), Duration::from_secs(20));
+        assert_eq!(s.deployment.track, Track::Stable);
+        assert_eq!(s.detector.max_text_chars, 10_000);
+        assert_eq!(s.detector.default_engine, EngineKind::Whatlang);
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("switchyard.yaml");
+        std::fs::write(
+            &file,
+            "drain:\n  delay: 1.5\n  timeout: 7\ndeployment:\n  track: canary\n",
+        )
+        .expect("write");
+        let env = env(&[
+            ("SWITCHYARD__DRAIN__TIMEOUT", "9"),
+            ("SWITCHYARD__DETECTOR__MAX_TEXT_CHARS", "500"),
+            ("POD_NAME", "switchyard-abc"),
+            ("POD_NAMESPACE", "prod"),
+        ]);
+        let overrides = Overrides {
+            config_file: Some(file),
+            values: vec![("detector.max_text_chars", "42".into())],
+        };
+        let s = Settings::load(&env, &overrides).expect("valid");
+        assert_eq!(s.drain.delay, 1.5, "file beats defaults");
+        assert_eq!(s.drain.timeout, 9.0, "env beats file");
+        assert_eq!(s.detector.max_text_chars, 42, "flags beat env");
+        assert_eq!(s.deployment.track, Track::Canary);
+        assert_eq!(s.deployment.pod, "switchyard-abc");
+        assert_eq!(s.deployment.namespace, "prod");
+    }
+
+    #[test]
+    fn toml_files_work_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(&file, "[detector]\ndefault_engine = \"lingua\"\n").expect("write");
+        let overrides = Overrides {
+            config_file: Some(file),
+            values: vec![],
+        };
+        let s = Settings::load(&HashMap::new(), &overrides).expect("valid");
+        assert_eq!(s.detector.default_engine, EngineKind::Lingua);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_on_one_line() {
+        let cases: &[(&'static str, &str, &str)] = &[
+            ("drain.delay", "-1", "drain.delay"),
+            ("drain.timeout", "soon", "drain"),
+            ("deployment.track", "beta", "track"),
+            ("server.grpc_addr", "nowhere", "grpc_addr"),
+            ("server.max_concurrent_requests", "0", "server.max_concurrent_requests"),
+            ("detector.default_engine", "cld3", "default_engine"),
+            ("log.level", "[[", "log.level"),
+        ];
+        for (key, value, named) in cases {
+            let overrides = Overrides {
+                config_file: None,
+                values: vec![(key, value.to_string())],
+            };
+            let err = Settings::load(&HashMap::new(), &overrides)
+                .expect_err(&format!("{key}={value} must be rejected"))
+                .to_string();
+            assert!(err.contains(named), "{err:?} should name {named}");
+            assert!(!err.contains('\n'), "{err:?} should be one line");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("s.yaml");
+        std::fs::write(&file, "drain:\n  dellay: 3\n").expect("write");
+        let overrides = Overrides {
+            config_file: Some(file),
+            values: vec![],
+        };
+        let err = Settings::load(&HashMap::new(), &overrides).expect_err("typo rejected");
+        assert!(err.to_string().contains("dellay"), "{err}");
+    }
+}

@@ -1,0 +1,359 @@
+//! The detection engines behind one trait, and the loader that readies them.
+//!
+//! Both engines choose among the same [`Language`] set, so their answers are
+//! comparable: that is what makes A/B tests and dark launches between them
+//! meaningful. Engines are synchronous and CPU-bound; callers run them on the
+//! blocking pool.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// The languages Switchyard detects: the same set for both engines (lingua's
+/// cargo features and whatlang's allowlist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    Czech,
+    Dutch,
+    English,
+    French,
+    German,
+    Italian,
+    Polish,
+    Portuguese,
+    Russian,
+    Spanish,
+    Swedish,
+    Turkish,
+}
+
+impl Language {
+    /// Every supported language.
+    pub const ALL: [Language; 12] = [
+        Language::Czech,
+        Language::Dutch,
+        Language::English,
+        Language::French,
+        Language::German,
+        Language::Italian,
+        Language::Polish,
+        Language::Portuguese,
+        Language::Russian,
+        Language::Spanish,
+        Language::Swedish,
+        Language::Turkish,
+    ];
+
+    /// The ISO 639-1 code ("en").
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Czech => "cs",
+            Language::Dutch => "nl",
+            Language::English => "en",
+            Language::French => "fr",
+            Language::German => "de",
+            Language::Italian => "it",
+            Language::Polish => "pl",
+            Language::Portuguese => "pt",
+            Language::Russian => "ru",
+            Language::Spanish => "es",
+            Language::Swedish => "sv",
+            Language::Turkish => "tr",
+        }
+    }
+
+    fn to_whatlang(self) -> whatlang::Lang {
+        use whatlang::Lang;
+        match self {
+            Language::Czech => Lang::Ces,
+            Language::Dutch => Lang::Nld,
+            Language::English => Lang::Eng,
+            Language::French => Lang::Fra,
+            Language::German => Lang::Deu,
+            Language::Italian => Lang::Ita,
+            Language::Polish => Lang::Pol,
+            Language::Portuguese => Lang::Por,
+            Language::Russian => Lang::Rus,
+            Language::Spanish => Lang::Spa,
+            Language::Swedish => Lang::Swe,
+            Language::Turkish => Lang::Tur,
+        }
+    }
+
+    fn from_whatlang(lang: whatlang::Lang) -> Option<Self> {
+        Language::ALL.into_iter().find(|l| l.to_whatlang() == lang)
+    }
+
+    fn to_lingua(self) -> lingua::Language {
+        use lingua::Language as L;
+        match self {
+            Language::Czech => L::Czech,
+            Language::Dutch => L::Dutch,
+            Language::English => L::English,
+            Language::French => L::French,
+            Language::German => L::German,
+            Language::Italian => L::Italian,
+            Language::Polish => L::Polish,
+            Language::Portuguese => L::Portuguese,
+            Language::Russian => L::Russian,
+            Language::Spanish => L::Spanish,
+            Language::Swedish => L::Swedish,
+            Language::Turkish => L::Turkish,
+        }
+    }
+
+    fn from_lingua(lang: lingua::Language) -> Option<Self> {
+        Language::ALL.into_iter().find(|l| l.to_lingua() == lang)
+    }
+}
+
+/// Which engine answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Trigram-based, fast, no models to load.
+    Whatlang,
+    /// N-gram models for each language, more accurate on short text, loads
+    /// its models at startup.
+    Lingua,
+}
+
+impl EngineKind {
+    /// The name used on the wire, in metrics and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Whatlang => "whatlang",
+            EngineKind::Lingua => "lingua",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "whatlang" => Ok(EngineKind::Whatlang),
+            "lingua" => Ok(EngineKind::Lingua),
+            other => Err(format!("unknown engine {other:?} (expected whatlang or lingua)")),
+        }
+    }
+}
+
+/// One engine's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// `None` when no language is reliable (reported as "und").
+    pub language: Option<Language>,
+    /// From 0 to 1.
+    pub confidence: f64,
+}
+
+/// A language detector. Implementations are CPU-bound and synchronous.
+pub trait Engine: Send + Sync + 'static {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+    /// Detects the language of `text`. Never fails: an unreliable answer is
+    /// `language: None`.
+    fn detect(&self, text: &str) -> Detection;
+}
+
+/// whatlang restricted to [`Language::ALL`].
+pub struct WhatlangEngine {
+    detector: whatlang::Detector,
+}
+
+impl WhatlangEngine {
+    /// Builds the detector (instant: whatlang has no models to load).
+    pub fn new() -> Self {
+        let allow = Language::ALL.iter().map(|l| l.to_whatlang()).collect();
+        Self {
+            detector: whatlang::Detector::with_allowlist(allow),
+        }
+    }
+}
+
+impl Default for WhatlangEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine for WhatlangEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Whatlang
+    }
+
+    fn detect(&self, text: &str) -> Detection {
+        match self.detector.detect(text) {
+            Some(info) => Detection {
+                language: Language::from_whatlang(info.lang()).filter(|_| info.confidence() > 0.0),
+                confidence: info.confidence().clamp(0.0, 1.0),
+            },
+            None => Detection {
+                language: None,
+                confidence: 0.0,
+            },
+        }
+    }
+}
+
+/// lingua restricted to [`Language::ALL`], with its models preloaded.
+pub struct LinguaEngine {
+    detector: lingua::LanguageDetector,
+}
+
+impl LinguaEngine {
+    /// Loads the language models of every supported language (hundreds of
+    /// milliseconds to seconds: this is what readiness waits for).
+    pub fn load() -> Self {
+        let languages: Vec<_> = Language::ALL.iter().map(|l| l.to_lingua()).collect();
+        let detector = lingua::LanguageDetectorBuilder::from_languages(&languages)
+            .with_preloaded_language_models()
+            .build();
+        Self { detector }
+    }
+}
+
+impl Engine for LinguaEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Lingua
+    }
+
+    fn detect(&self, text: &str) -> Detection {
+        let values = self.detector.compute_language_confidence_values(text);
+        match values.first() {
+            Some(&(lang, confidence)) if confidence > 0.0 => Detection {
+                language: Language::from_lingua(lang),
+                confidence: confidence.clamp(0.0, 1.0),
+            },
+            _ => Detection {
+                language: None,
+                confidence: 0.0,
+            },
+        }
+    }
+}
+
+/// A loaded engine and how long it took to load.
+#[derive(Clone)]
+pub struct LoadedEngine {
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    /// Time spent loading it.
+    pub load_time: Duration,
+}
+
+/// The engines a replica serves with, one per [`EngineKind`].
+#[derive(Clone)]
+pub struct Engines {
+    whatlang: LoadedEngine,
+    lingua: LoadedEngine,
+}
+
+impl Engines {
+    /// Groups one engine of each kind.
+    pub fn new(whatlang: LoadedEngine, lingua: LoadedEngine) -> Result<Self, EngineError> {
+        for (want, got) in [
+            (EngineKind::Whatlang, &whatlang),
+            (EngineKind::Lingua, &lingua),
+        ] {
+            if got.engine.kind() != want {
+                return Err(EngineError::WrongKind {
+                    slot: want,
+                    got: got.engine.kind(),
+                });
+            }
+        }
+        Ok(Self { whatlang, lingua })
+    }
+
+    /// The engine of a kind.
+    pub fn get(&self, kind: EngineKind) -> &Arc<dyn Engine> {
+        match kind {
+            EngineKind::Whatlang => &self.whatlang.engine,
+            EngineKind::Lingua => &self.lingua.engine,
+        }
+    }
+
+    /// Every engine with its load time.
+    pub fn loaded(&self) -> [&LoadedEngine; 2] {
+        [&self.whatlang, &self.lingua]
+    }
+}
+
+/// Why engines could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// An engine was put in the slot of another kind.
+    #[error("engine {got} given where {slot} was expected")]
+    WrongKind { slot: EngineKind, got: EngineKind },
+    /// The loader failed.
+    #[error("loading engines failed: {0}")]
+    Load(String),
+}
+
+/// Readies the engines at startup. Runs on the blocking pool; readiness stays
+/// NOT_SERVING until it returns. Tests inject slow or failing loaders.
+pub trait EngineLoader: Send + Sync + 'static {
+    /// Loads both engines.
+    fn load(&self) -> Result<Engines, EngineError>;
+}
+
+/// Loads the real whatlang and lingua engines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealEngines;
+
+impl EngineLoader for RealEngines {
+    fn load(&self) -> Result<Engines, EngineError> {
+        let started = Instant::now();
+        let whatlang: Arc<dyn Engine> = Arc::new(WhatlangEngine::new());
+        let whatlang = LoadedEngine {
+            engine: whatlang,
+            load_time: started.elapsed(),
+        };
+        let started = Instant::now();
+        let lingua: Arc<dyn Engine> = Arc::new(LinguaEngine::load());
+        let lingua = LoadedEngine {
+            engine: lingua,
+            load_time: started.elapsed(),
+        };
+        Engines::new(whatlang, lingua)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_round_trips_through_both_engines_mappings() {
+        for lang in Language::ALL {
+            assert_eq!(Language::from_whatlang(lang.to_whatlang()), Some(lang));
+            assert_eq!(Language::from_lingua(lang.to_lingua()), Some(lang));
+            assert_eq!(lang.to_lingua().iso_code_639_1().to_string(), lang.code());
+        }
+    }
+
+    #[test]
+    fn engine_names_parse_and_reject_unknown_ones() {
+        assert_eq!("lingua".parse::<EngineKind>(), Ok(EngineKind::Lingua));
+        assert_eq!("whatlang".parse::<EngineKind>(), Ok(EngineKind::Whatlang));
+        assert!("cld3".parse::<EngineKind>().is_err());
+    }
+
+    #[test]
+    fn whatlang_answers_und_for_text_without_letters() {
+        let d = WhatlangEngine::new().detect("1234 5678 !!!");
+        assert_eq!(d.language, None);
+    }
+}

@@ -1,0 +1,126 @@
+//! `switchyard.v1.Detector`: converts proto requests into domain calls.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::edge::inbound_status;
+use super::pb;
+use crate::detection::{DetectionService, Outcome, RequestContext};
+use crate::health::draining;
+
+const DETECT: &str = "switchyard.v1.Detector/Detect";
+const DETECT_STREAM: &str = "switchyard.v1.Detector/DetectStream";
+
+/// The Detector service.
+pub struct DetectorService {
+    detection: Arc<DetectionService>,
+    /// Cancelled at step 4 of the drain: open DetectStream calls then end with
+    /// UNAVAILABLE ("server is draining") so clients reconnect elsewhere.
+    streams_stop: CancellationToken,
+    /// Tracks the stream tasks so the drain can tell when they are gone.
+    streams: TaskTracker,
+}
+
+impl DetectorService {
+    /// Serves `detection`; streams end when `streams_stop` is cancelled.
+    pub fn new(
+        detection: Arc<DetectionService>,
+        streams_stop: CancellationToken,
+        streams: TaskTracker,
+    ) -> Self {
+        Self {
+            detection,
+            streams_stop,
+            streams,
+        }
+    }
+}
+
+/// The request context from the call's metadata.
+fn context(metadata: &MetadataMap, method: &'static str) -> RequestContext {
+    let user_id = metadata
+        .get("x-user-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    RequestContext { user_id, method }
+}
+
+fn reply(outcome: Outcome) -> pb::DetectResponse {
+    pb::DetectResponse {
+        language: outcome
+            .detection
+            .language
+            .map_or("und", |l| l.code())
+            .to_owned(),
+        confidence: outcome.detection.confidence,
+        engine: outcome.engine.as_str().to_owned(),
+        served_by: Some(pb::ServedBy {
+            version: outcome.served_by.version,
+            pod: outcome.served_by.pod,
+            track: outcome.served_by.track.as_str().to_owned(),
+        }),
+    }
+}
+
+type DetectStream = Pin<Box<dyn Stream<Item = Result<pb::DetectResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::detector_server::Detector for DetectorService {
+    async fn detect(
+        &self,
+        request: Request<pb::DetectRequest>,
+    ) -> Result<Response<pb::DetectResponse>, Status> {
+        let ctx = context(request.metadata(), DETECT);
+        let text = request.into_inner().text;
+        let outcome = self.detection.detect(&ctx, text, false).await?;
+        Ok(Response::new(reply(outcome)))
+    }
+
+    type DetectStreamStream = DetectStream;
+
+    async fn detect_stream(
+        &self,
+        request: Request<Streaming<pb::DetectRequest>>,
+    ) -> Result<Response<Self::DetectStreamStream>, Status> {
+        let ctx = context(request.metadata(), DETECT_STREAM);
+        let mut inbound = request.into_inner();
+        let detection = Arc::clone(&self.detection);
+        let stop = self.streams_stop.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        self.streams.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        let _ = tx.send(Err(draining())).await;
+                        break;
+                    }
+                    next = inbound.message() => next,
+                };
+                let result = match next {
+                    Ok(Some(req)) => detection
+                        .detect(&ctx, req.text, true)
+                        .await
+                        .map(reply)
+                        .map_err(Status::from),
+                    Ok(None) => break,
+                    Err(status) => Err(inbound_status(status)),
+                };
+                let failed = result.is_err();
+                // A send error means the client went away.
+                if tx.send(result).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,175 @@
+//! The request-edge layer in front of every gRPC service.
+//!
+//! - A client deadline (`grpc-timeout`) ends the call with DEADLINE_EXCEEDED.
+//!   tonic enforces the header itself but answers CANCELLED; this layer sits
+//!   inside tonic's and fires a few milliseconds earlier, so callers get the
+//!   code the gRPC spec prescribes. The handler's future is dropped: no
+//!   further work starts for the call.
+//! - A request message above the decode limit is reported as
+//!   RESOURCE_EXHAUSTED (the gRPC spec's code) rather than tonic's
+//!   OUT_OF_RANGE.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use tonic::Status;
+use tower::{Layer, Service};
+
+/// How much earlier than tonic's own timer this layer's deadline fires.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
+
+/// Adds [`Edge`] to a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EdgeLayer;
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Edge { inner }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B> Service<http::Request<B>> for Edge<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let deadline = grpc_timeout(req.headers());
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let future = inner.call(req);
+        Box::pin(async move {
+            let response = match deadline {
+                Some(timeout) => {
+                    match tokio::time::timeout(timeout.saturating_sub(DEADLINE_MARGIN), future)
+                        .await
+                    {
+                        Ok(response) => response?,
+                        Err(_) => {
+                            return Ok(Status::deadline_exceeded(format!(
+                                "deadline of {timeout:?} exceeded"
+                            ))
+                            .into_http());
+                        }
+                    }
+                }
+                None => future.await?,
+            };
+            Ok(remap_too_large(response))
+        })
+    }
+}
+
+/// Parses the `grpc-timeout` header (`<up to 8 digits><H|M|S|m|u|n>`).
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// tonic reports an over-size request message as OUT_OF_RANGE; the gRPC spec
+/// says RESOURCE_EXHAUSTED. Only that message is rewritten: Switchyard's own
+/// handlers never answer OUT_OF_RANGE.
+fn remap_too_large<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let is_too_large = headers
+        .get("grpc-message")
+        .is_some_and(|m| contains(m.as_bytes(), b"message%20length%20too%20large"));
+    if is_out_of_range && is_too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Whether a streaming request's inbound error is the over-size one, and if
+/// so the status to end the stream with.
+pub fn inbound_status(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_str(v).expect("valid header"));
+        h
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(grpc_timeout(&headers("2H")), Some(Duration::from_secs(7200)));
+        assert_eq!(grpc_timeout(&headers("3M")), Some(Duration::from_secs(180)));
+        assert_eq!(grpc_timeout(&headers("4S")), Some(Duration::from_secs(4)));
+        assert_eq!(grpc_timeout(&headers("250m")), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(&headers("7u")), Some(Duration::from_micros(7)));
+        assert_eq!(grpc_timeout(&headers("9n")), Some(Duration::from_nanos(9)));
+    }
+
+    #[test]
+    fn malformed_grpc_timeouts_are_ignored() {
+        for bad in ["", "S", "12", "1x", "123456789S", "-1S", "1.5S"] {
+            assert_eq!(grpc_timeout(&headers(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_too_large_out_of_range_is_remapped() {
+        let too_large = Status::out_of_range(
+            "Error, decoded message length too large: found 5 bytes, the limit is: 4 bytes",
+        )
+        .into_http::<()>();
+        let remapped = remap_too_large(too_large);
+        assert_eq!(remapped.headers()["grpc-status"], "8");
+
+        let other = Status::out_of_range("something else").into_http::<()>();
+        assert_eq!(remap_too_large(other).headers()["grpc-status"], "11");
+    }
+}

@@ -1,0 +1,62 @@
+//! Switchyard: a gRPC language-detection service built to be released with
+//! zero downtime on Kubernetes and Istio.
+//!
+//! The job (detecting the language of a text with one of two engines) is
+//! real but small; what the crate teaches is everything around it: standard
+//! health with readiness and liveness semantics, a bounded graceful drain that
+//! follows the Kubernetes termination contract, and one place that decides
+//! which engine answers, which the release machinery (flags, canary, shadow)
+//! drives.
+//!
+//! # Layout
+//!
+//! - [`configuration`]: the settings, plain documented data layered from
+//!   built-in defaults, an optional file, `SWITCHYARD__*` environment and
+//!   command-line flags, validated once before anything binds.
+//! - [`cli`]: the command line (`serve`, `check`), mapped onto settings.
+//! - [`startup`]: [`startup::Application`] binds the listeners in `build` and
+//!   owns all the wiring; `run_until_stopped` serves until a stop signal and
+//!   then drains in the five steps of the termination contract.
+//! - [`engine`]: the two detection engines (`whatlang`, `lingua`) behind one
+//!   trait, and the loader that readies them at startup.
+//! - [`detection`]: the domain service: validates input, sheds load above the
+//!   concurrency limit, asks [`release`] which engine answers and runs it.
+//! - [`release`]: the single decision "which engine answers this request".
+//! - [`health`]: readiness, liveness and the standard `grpc.health.v1`
+//!   service built on them, the liveness watchdog and the ready file.
+//! - [`grpc`]: the edge: proto types, the tonic services, the one mapping from
+//!   domain errors to `tonic::Status`, and the request-edge layer (deadlines).
+//! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`).
+//! - [`shutdown`]: stop signals and the drain outcome (exit codes).
+//! - [`check`]: the `switchyard check` health-probe client.
+//! - [`telemetry`]: log initialisation, returning a guard.
+//!
+//! # The path of a request
+//!
+//! A `Detect` call enters tonic, passes the edge layer (which turns the
+//! client's `grpc-timeout` into `DEADLINE_EXCEEDED`), reaches
+//! [`grpc::detector`], which converts the proto request into a domain
+//! [`detection::RequestContext`] and text, and calls
+//! [`detection::DetectionService::detect`]. That checks readiness, the text
+//! limits and a concurrency permit, asks [`release::choose_engine`] for the
+//! engine, runs it on the blocking pool and returns a domain
+//! [`detection::Outcome`], which the edge turns back into a `DetectResponse`.
+#![forbid(unsafe_code)]
+
+pub mod admin_http;
+pub mod check;
+pub mod cli;
+pub mod configuration;
+pub mod detection;
+pub mod engine;
+pub mod grpc;
+pub mod health;
+pub mod release;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+
+/// The build's version, reported in every reply's `served_by`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from ("unknown" outside a checkout).
+pub const GIT_COMMIT: &str = env!("SWITCHYARD_GIT_COMMIT");

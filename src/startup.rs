@@ -1,0 +1,320 @@
+//! All the wiring: [`Application::build`] binds, [`Application::run_until_stopped`]
+//! serves and then drains.
+//!
+//! # The drain (the Kubernetes termination contract, bounded)
+//!
+//! 1. The first stop signal arrives; it is logged with the drain budget.
+//! 2. readiness, `""` and `switchyard.v1.Detector` turn NOT_SERVING at once.
+//! 3. Serving continues normally for `drain.delay` while load balancers and
+//!    the mesh remove the endpoint (EndpointSlice removal races SIGTERM).
+//! 4. The listener closes (new connections are refused), HTTP/2 GOAWAY goes to
+//!    every client, and DetectStream and health Watch streams end with
+//!    UNAVAILABLE ("server is draining").
+//! 5. In-flight RPCs get up to `drain.timeout` to finish; then the outcome
+//!    says whether everything drained. A second signal ends it at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin_http;
+use crate::configuration::Settings;
+use crate::detection::DetectionService;
+use crate::engine::{EngineError, EngineLoader, RealEngines};
+use crate::grpc::admin::AdminService;
+use crate::grpc::detector::DetectorService;
+use crate::grpc::edge::EdgeLayer;
+use crate::grpc::pb;
+use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
+use crate::shutdown::{DrainOutcome, StopSignal};
+
+/// Why the application could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A listener could not be bound.
+    #[error("cannot bind the {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Loading the engines failed.
+    #[error(transparent)]
+    Engines(#[from] EngineError),
+    /// The reflection service could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// The gRPC server stopped with an error.
+    #[error("the gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// A bound, not yet serving, Switchyard replica.
+pub struct Application {
+    settings: Arc<Settings>,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    health: HealthState,
+    detection: Arc<DetectionService>,
+    loader: Arc<dyn EngineLoader>,
+    started: Instant,
+}
+
+impl Application {
+    /// Binds both listeners with the real engines. Port 0 picks free ports.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_loader(settings, Arc::new(RealEngines)).await
+    }
+
+    /// Like [`Application::build`] with another engine loader (tests use slow
+    /// or failing ones).
+    pub async fn build_with_loader(
+        settings: Settings,
+        loader: Arc<dyn EngineLoader>,
+    ) -> Result<Self, StartupError> {
+        let started = Instant::now();
+        let (grpc_listener, grpc_addr) = bind("gRPC", settings.server.grpc_addr).await?;
+        let (admin_listener, admin_addr) = bind("admin", settings.server.admin_addr).await?;
+        let health = HealthState::new(settings.health.ready_file.clone());
+        let detection = Arc::new(DetectionService::new(&settings));
+        Ok(Self {
+            settings: Arc::new(settings),
+            grpc_listener,
+            admin_listener,
+            grpc_addr,
+            admin_addr,
+            health,
+            detection,
+            loader,
+            started,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The replica's health state.
+    pub fn health(&self) -> HealthState {
+        self.health.clone()
+    }
+
+    /// Serves until the first stop signal, then drains (see the module
+    /// documentation). Returns how the drain ended; an error when the engines
+    /// fail to load or the server fails on its own.
+    pub async fn run_until_stopped<S>(self, signals: S) -> Result<DrainOutcome, StartupError>
+    where
+        S: Stream<Item = StopSignal> + Send + Unpin,
+    {
+        let Application {
+            settings,
+            grpc_listener,
+            admin_listener,
+            health,
+            detection,
+            loader,
+            started,
+            ..
+        } = self;
+        let mut signals = signals.fuse();
+
+        // Cancelled at step 4: stop accepting, GOAWAY.
+        let stop_accepting = CancellationToken::new();
+        // Cancelled at step 4: long-lived streams end with UNAVAILABLE.
+        let streams_stop = CancellationToken::new();
+        // Cancelled when the drain is over: watchdog and admin listener.
+        let background_stop = CancellationToken::new();
+        let streams = TaskTracker::new();
+
+        spawn_liveness_watchdog(
+            health.clone(),
+            settings.health.liveness_stall_threshold(),
+            background_stop.clone(),
+        );
+
+        let mut loading = {
+            let (detection, health) = (Arc::clone(&detection), health.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let engines = tokio::task::spawn_blocking(move || loader.load())
+                    .await
+                    .map_err(|e| EngineError::Load(e.to_string()))??;
+                for loaded in engines.loaded() {
+                    tracing::info!(
+                        engine = %loaded.engine.kind(),
+                        load_ms = loaded.load_time.as_millis() as u64,
+                        "engine loaded"
+                    );
+                }
+                detection.install_engines(engines);
+                health.set_ready();
+                tracing::info!(after_ms = started.elapsed().as_millis() as u64, "engines loaded");
+                Ok::<(), EngineError>(())
+            })
+        };
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let max_message = settings.server.max_decoding_message_size;
+        let routes = tonic::service::Routes::new(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                pb::detector_server::DetectorServer::new(DetectorService::new(
+                    Arc::clone(&detection),
+                    streams_stop.clone(),
+                    streams.clone(),
+                ))
+                .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                pb::admin_server::AdminServer::new(AdminService::new(
+                    Arc::clone(&settings),
+                    health.clone(),
+                    Arc::clone(&detection),
+                    started,
+                ))
+                .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                tonic_health::pb::health_server::HealthServer::new(HealthService::new(
+                    health.clone(),
+                    streams_stop.clone(),
+                ))
+                .max_decoding_message_size(max_message),
+            );
+        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let mut grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(EdgeLayer)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned()),
+        );
+        let admin = tokio::spawn(admin_http::serve(
+            admin_listener,
+            health.clone(),
+            background_stop.clone().cancelled_owned(),
+        ));
+
+        // Serve until the first stop signal (or a failure).
+        let mut loaded = false;
+        let signal = loop {
+            tokio::select! {
+                Some(signal) = signals.next() => break signal,
+                result = &mut loading, if !loaded => {
+                    loaded = true;
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(shutdown_on_error(e.into(), &background_stop, &stop_accepting)),
+                        Err(e) => return Err(shutdown_on_error(EngineError::Load(e.to_string()).into(), &background_stop, &stop_accepting)),
+                    }
+                }
+                result = &mut grpc => {
+                    let message = match result {
+                        Ok(Ok(())) => "stopped unexpectedly".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(shutdown_on_error(StartupError::Serve(message), &background_stop, &stop_accepting));
+                }
+            }
+        };
+
+        // Step 1.
+        let (delay, timeout) = (settings.drain.delay(), settings.drain.timeout());
+        tracing::info!(
+            ?signal,
+            drain_delay_s = delay.as_secs_f64(),
+            drain_timeout_s = timeout.as_secs_f64(),
+            budget_s = (delay + timeout).as_secs_f64(),
+            "stop signal received: draining"
+        );
+        // Step 2.
+        health.begin_drain();
+        tracing::info!("drain step 2: readiness NOT_SERVING");
+        // Step 3.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            Some(signal) = signals.next() => {
+                tracing::warn!(?signal, "second stop signal: exiting now");
+                return Ok(DrainOutcome::Forced);
+            }
+        }
+        // Step 4.
+        tracing::info!("drain step 4: closing the listener, sending GOAWAY, ending streams");
+        stop_accepting.cancel();
+        streams_stop.cancel();
+        streams.close();
+        // Step 5.
+        let outcome = tokio::select! {
+            finished = tokio::time::timeout(timeout, async {
+                let _ = (&mut grpc).await;
+                streams.wait().await;
+            }) => match finished {
+                Ok(()) => DrainOutcome::Drained,
+                Err(_) => DrainOutcome::DeadlineExceeded,
+            },
+            Some(signal) = signals.next() => {
+                tracing::warn!(?signal, "second stop signal: exiting now");
+                DrainOutcome::Forced
+            }
+        };
+        match outcome {
+            DrainOutcome::Drained => tracing::info!(
+                after_s = started.elapsed().as_secs_f64(),
+                "drain complete: every in-flight RPC finished"
+            ),
+            DrainOutcome::DeadlineExceeded => tracing::warn!(
+                drain_timeout_s = timeout.as_secs_f64(),
+                "drain deadline passed with RPCs still in flight: exiting anyway"
+            ),
+            DrainOutcome::Forced => {}
+        }
+        background_stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), admin).await;
+        Ok(outcome)
+    }
+}
+
+fn shutdown_on_error(
+    err: StartupError,
+    background_stop: &CancellationToken,
+    stop_accepting: &CancellationToken,
+) -> StartupError {
+    tracing::error!(error = %err, "stopping");
+    background_stop.cancel();
+    stop_accepting.cancel();
+    err
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { what, addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { what, addr, source })?;
+    Ok((listener, bound))
+}
