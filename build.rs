@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/switchyard/v1/detector.proto", "proto/switchyard/v1/admin.proto"];
+    let protos = [
+        "proto/switchyard/v1/detector.proto",
+        "proto/switchyard/v1/admin.proto",
+    ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -31,7 +31,10 @@ async fn healthz(State(health): State<HealthState>) -> (StatusCode, &'static str
     if health.is_live() {
         (StatusCode::OK, "live\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not live: runtime stalled\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not live: runtime stalled\n",
+        )
     }
 }
 

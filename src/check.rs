@@ -22,7 +22,11 @@ pub enum CheckError {
 }
 
 /// Asks `addr` for the status of `service`, within `timeout`.
-pub async fn check(addr: &str, service: &str, timeout: Duration) -> Result<ServingStatus, CheckError> {
+pub async fn check(
+    addr: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<ServingStatus, CheckError> {
     if timeout.is_zero() {
         return Err(CheckError::Invalid("timeout must be positive".into()));
     }

@@ -12,26 +12,35 @@ use crate::configuration::Overrides;
 
 /// Switchyard: language detection over gRPC, built for zero-downtime releases.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about)]
+#[command(
+    name = "switchyard",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to run; `serve` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// `serve`'s flags, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// The command to run: a bare `switchyard [FLAGS]` is `serve [FLAGS]`.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(Box::new(self.serve)))
+    }
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve gRPC (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Probe a server's health; exit 0 only when the service is SERVING.
     Check(CheckArgs),
-}
-
-impl Default for Command {
-    fn default() -> Self {
-        Command::Serve(ServeArgs::default())
-    }
 }
 
 /// `switchyard serve`. Every flag overrides the same setting from the file
@@ -48,28 +57,28 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub admin_addr: Option<String>,
     /// Seconds to keep serving after SIGTERM [default: 5] (drain.delay).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     pub drain_delay: Option<String>,
     /// Seconds to wait for in-flight RPCs [default: 20] (drain.timeout).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     pub drain_timeout: Option<String>,
     /// stable | canary | blue | green | shadow [default: stable] (deployment.track).
     #[arg(long, value_name = "TRACK")]
     pub track: Option<String>,
     /// Longest text accepted, in characters [default: 10000] (detector.max_text_chars).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_text_chars: Option<String>,
     /// Detect calls served at once; more are shed [default: 256] (server.max_concurrent_requests).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_concurrent_requests: Option<String>,
     /// Largest request message in bytes [default: 4194304] (server.max_decoding_message_size).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub max_decoding_message_size: Option<String>,
     /// whatlang | lingua [default: whatlang] (detector.default_engine).
     #[arg(long, value_name = "ENGINE")]
     pub default_engine: Option<String>,
     /// Seconds of runtime stall before liveness fails [default: 10] (health.liveness_stall_threshold).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     pub liveness_stall_threshold: Option<String>,
     /// File created when ready, removed when draining (health.ready_file).
     #[arg(long, value_name = "PATH")]
@@ -92,10 +101,19 @@ impl ServeArgs {
             ("drain.timeout", &self.drain_timeout),
             ("deployment.track", &self.track),
             ("detector.max_text_chars", &self.max_text_chars),
-            ("server.max_concurrent_requests", &self.max_concurrent_requests),
-            ("server.max_decoding_message_size", &self.max_decoding_message_size),
+            (
+                "server.max_concurrent_requests",
+                &self.max_concurrent_requests,
+            ),
+            (
+                "server.max_decoding_message_size",
+                &self.max_decoding_message_size,
+            ),
             ("detector.default_engine", &self.default_engine),
-            ("health.liveness_stall_threshold", &self.liveness_stall_threshold),
+            (
+                "health.liveness_stall_threshold",
+                &self.liveness_stall_threshold,
+            ),
             ("health.ready_file", &self.ready_file),
             ("log.format", &self.log_format),
             ("log.level", &self.log_level),

@@ -324,10 +324,16 @@ impl Settings {
         if self.deployment.pod.is_empty() {
             return Err(ConfigError::setting("deployment.pod", "must not be empty"));
         }
-        if let Some(path) = &self.health.ready_file {
-            if path.as_os_str().is_empty() {
-                return Err(ConfigError::setting("health.ready_file", "must not be empty"));
-            }
+        if self
+            .health
+            .ready_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::setting(
+                "health.ready_file",
+                "must not be empty",
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::setting("log.level", e));
@@ -344,7 +350,10 @@ impl Settings {
 
 /// The config crate's messages sometimes span lines; ours never do.
 fn one_line(e: &config::ConfigError) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -418,7 +427,11 @@ mod tests {
             ("drain.timeout", "soon", "drain"),
             ("deployment.track", "beta", "track"),
             ("server.grpc_addr", "nowhere", "grpc_addr"),
-            ("server.max_concurrent_requests", "0", "server.max_concurrent_requests"),
+            (
+                "server.max_concurrent_requests",
+                "0",
+                "server.max_concurrent_requests",
+            ),
             ("detector.default_engine", "cld3", "default_engine"),
             ("log.level", "[[", "log.level"),
         ];

@@ -144,7 +144,9 @@ impl FromStr for EngineKind {
         match s {
             "whatlang" => Ok(EngineKind::Whatlang),
             "lingua" => Ok(EngineKind::Lingua),
-            other => Err(format!("unknown engine {other:?} (expected whatlang or lingua)")),
+            other => Err(format!(
+                "unknown engine {other:?} (expected whatlang or lingua)"
+            )),
         }
     }
 }

@@ -101,10 +101,10 @@ impl HealthState {
         if self.is_draining() {
             return;
         }
-        if let Some(path) = &self.inner.ready_file {
-            if let Err(e) = std::fs::write(path, b"ready\n") {
-                tracing::warn!(path = %path.display(), error = %e, "could not create the ready file");
-            }
+        if let Some(path) = &self.inner.ready_file
+            && let Err(e) = std::fs::write(path, b"ready\n")
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not create the ready file");
         }
         for name in [READINESS, OVERALL, DETECTOR] {
             self.set(name, ServingStatus::Serving);
@@ -299,7 +299,10 @@ pub fn spawn_liveness_watchdog(state: HealthState, threshold: Duration, stop: Ca
                 let live = age <= threshold_ms;
                 if live != state.is_live() {
                     if live {
-                        tracing::warn!(stall_ms = age, "runtime heartbeat resumed: liveness SERVING");
+                        tracing::warn!(
+                            stall_ms = age,
+                            "runtime heartbeat resumed: liveness SERVING"
+                        );
                     } else {
                         tracing::error!(
                             stall_ms = age,

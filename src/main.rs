@@ -13,7 +13,7 @@ use switchyard::{check, configuration::Settings, shutdown, startup::Application,
 const EXIT_BAD_CONFIG: i32 = 2;
 
 fn main() {
-    let code = match Cli::parse().command.unwrap_or_default() {
+    let code = match Cli::parse().command() {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => probe(&args),
     };
@@ -31,20 +31,26 @@ fn serve(args: &ServeArgs) -> i32 {
         Err(e) => return fail(1, &e),
     };
     let _telemetry = telemetry::init(&settings.log);
-    runtime.block_on(async {
-        let app = Application::build(settings).await?;
-        tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "listening");
-        let outcome = app.run_until_stopped(shutdown::os_signals()?).await?;
-        Ok::<_, anyhow::Error>(outcome.exit_code())
-    })
-    .unwrap_or_else(|e| fail(1, &e))
+    runtime
+        .block_on(async {
+            let app = Application::build(settings).await?;
+            tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "listening");
+            let outcome = app.run_until_stopped(shutdown::os_signals()?).await?;
+            Ok::<_, anyhow::Error>(outcome.exit_code())
+        })
+        .unwrap_or_else(|e| fail(1, &e))
 }
 
 fn probe(args: &CheckArgs) -> i32 {
     let Ok(timeout) = Duration::try_from_secs_f64(args.timeout) else {
-        return fail(EXIT_BAD_CONFIG, &format!("invalid --timeout {}", args.timeout));
+        return fail(
+            EXIT_BAD_CONFIG,
+            &format!("invalid --timeout {}", args.timeout),
+        );
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let result = runtime.map(|rt| rt.block_on(check::check(&args.addr, &args.service, timeout)));
     match result {
         Ok(Ok(status)) => {

@@ -162,7 +162,10 @@ impl Application {
                 }
                 detection.install_engines(engines);
                 health.set_ready();
-                tracing::info!(after_ms = started.elapsed().as_millis() as u64, "engines loaded");
+                tracing::info!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "engines loaded"
+                );
                 Ok::<(), EngineError>(())
             })
         };
@@ -171,6 +174,10 @@ impl Application {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
         };
         let reflection_v1 = reflection()
             .build_v1()
@@ -309,12 +316,16 @@ fn shutdown_on_error(
     err
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartupError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { what, addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| StartupError::Bind { what, addr, source })?;
+    let bound =
+        listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { what, addr, source })?;
     Ok((listener, bound))
 }

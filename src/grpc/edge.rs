@@ -139,16 +139,25 @@ mod tests {
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("grpc-timeout", HeaderValue::from_str(v).expect("valid header"));
+        h.insert(
+            "grpc-timeout",
+            HeaderValue::from_str(v).expect("valid header"),
+        );
         h
     }
 
     #[test]
     fn grpc_timeout_units() {
-        assert_eq!(grpc_timeout(&headers("2H")), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            grpc_timeout(&headers("2H")),
+            Some(Duration::from_secs(7200))
+        );
         assert_eq!(grpc_timeout(&headers("3M")), Some(Duration::from_secs(180)));
         assert_eq!(grpc_timeout(&headers("4S")), Some(Duration::from_secs(4)));
-        assert_eq!(grpc_timeout(&headers("250m")), Some(Duration::from_millis(250)));
+        assert_eq!(
+            grpc_timeout(&headers("250m")),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(grpc_timeout(&headers("7u")), Some(Duration::from_micros(7)));
         assert_eq!(grpc_timeout(&headers("9n")), Some(Duration::from_nanos(9)));
     }

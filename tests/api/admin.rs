@@ -1,0 +1,42 @@
+//! Admin/GetInfo tells a person what this replica is.
+
+use switchyard::grpc::pb;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn get_info_reports_identity_engines_health_and_config() {
+    let app = TestApp::spawn().await;
+    let info = app
+        .admin()
+        .await
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .expect("get_info")
+        .into_inner();
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    assert!(!info.git_commit.is_empty());
+    assert_eq!(info.track, "stable");
+    assert_eq!(info.pod, "test-pod");
+    assert!(info.uptime_seconds > 0.0);
+    assert!(!info.draining);
+    let engines: Vec<_> = info.engines.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(engines, ["whatlang", "lingua"]);
+    assert!(
+        info.engines
+            .iter()
+            .all(|e| e.languages.len() == 12 && e.load_seconds >= 0.0)
+    );
+    assert_eq!(
+        info.health.get("readiness").map(String::as_str),
+        Some("SERVING")
+    );
+    assert_eq!(
+        info.health.get("liveness").map(String::as_str),
+        Some("SERVING")
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&info.effective_config_json).expect("config is JSON");
+    assert_eq!(config["drain"]["delay"], 0.2);
+    assert_eq!(config["detector"]["max_text_chars"], 10000);
+}

@@ -1,0 +1,208 @@
+//! Bad input gets a status with a useful message, never a panic, and the
+//! server keeps serving afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use switchyard::engine::RealEngines;
+use switchyard::grpc::pb;
+use tonic::Code;
+
+use crate::helpers::{SlowLoader, TestApp, settings};
+
+#[tokio::test]
+async fn empty_or_blank_text_is_invalid_argument() {
+    let app = TestApp::spawn().await;
+    for text in ["", "   \n\t "] {
+        let err = app.detect(text, "alice").await.expect_err("rejected");
+        assert_eq!(err.code(), Code::InvalidArgument, "{text:?}");
+        assert!(err.message().contains("empty"), "{}", err.message());
+    }
+}
+
+#[tokio::test]
+async fn text_over_the_limit_is_invalid_argument_naming_the_limit() {
+    let app = TestApp::spawn_with(
+        settings(&[("detector.max_text_chars", "50")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    // 50 characters (multi-byte ones) pass; 51 do not.
+    app.detect(&"é".repeat(50), "alice")
+        .await
+        .expect("at the limit");
+    let err = app
+        .detect(&"é".repeat(51), "alice")
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("limit is 50"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_message_over_the_decode_limit_is_resource_exhausted() {
+    let app = TestApp::spawn_with(
+        settings(&[("server.max_decoding_message_size", "2048")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    let err = app
+        .detect(&"a".repeat(4000), "alice")
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("too large"), "{}", err.message());
+    // Streams get the same code.
+    let mut replies = app
+        .detector()
+        .await
+        .detect_stream(futures::stream::iter([pb::DetectRequest {
+            text: "a".repeat(4000),
+        }]))
+        .await
+        .expect("opens")
+        .into_inner();
+    let err = replies.next().await.expect("item").expect_err("too large");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    app.detect("Good morning to you all", "alice")
+        .await
+        .expect("still serving");
+}
+
+#[tokio::test]
+async fn a_client_deadline_ends_the_call_with_deadline_exceeded() {
+    let app = TestApp::spawn_with(settings(&[]), Arc::new(SlowLoader(Duration::from_secs(3))))
+        .await
+        .ready()
+        .await;
+    let mut request = tonic::Request::new(pb::DetectRequest {
+        text: "Good morning".into(),
+    });
+    request.set_timeout(Duration::from_millis(200));
+    let started = Instant::now();
+    let err = app
+        .detector()
+        .await
+        .detect(request)
+        .await
+        .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn calls_above_the_concurrency_limit_are_shed_not_queued() {
+    let app = TestApp::spawn_with(
+        settings(&[("server.max_concurrent_requests", "2")]),
+        Arc::new(SlowLoader(Duration::from_millis(1000))),
+    )
+    .await
+    .ready()
+    .await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let endpoint = app.endpoint();
+            tokio::spawn(async move {
+                let mut client = pb::detector_client::DetectorClient::connect(endpoint)
+                    .await
+                    .expect("connects");
+                client
+                    .detect(pb::DetectRequest {
+                        text: format!("Good morning number {i}"),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut shed = Vec::new();
+    for call in calls {
+        match call.await.expect("no panic") {
+            Ok(_) => ok += 1,
+            Err(status) => shed.push(status),
+        }
+    }
+    assert_eq!(ok, 2, "exactly the limit is served");
+    assert_eq!(shed.len(), 4);
+    for status in &shed {
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("limit of 2"),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "nothing queued behind the slow calls"
+    );
+}
+
+/// A message with the same field number as `DetectRequest.text` but typed
+/// `bytes`, so a client can send invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawDetectRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    text: Vec<u8>,
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_rejected_with_a_status_not_a_crash() {
+    let app = TestApp::spawn().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel().await);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/switchyard.v1.Detector/Detect");
+    let codec = tonic_prost::ProstCodec::<RawDetectRequest, pb::DetectResponse>::default();
+    let err = grpc
+        .unary(
+            tonic::Request::new(RawDetectRequest {
+                text: vec![0x66, 0xff, 0xfe, 0x6f],
+            }),
+            path,
+            codec,
+        )
+        .await
+        .expect_err("invalid UTF-8 is rejected");
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::Internal),
+        "{err:?}"
+    );
+    app.detect("Good morning to you all", "alice")
+        .await
+        .expect("still serving");
+}
+
+#[tokio::test]
+async fn a_bad_message_ends_a_stream_with_invalid_argument() {
+    let app = TestApp::spawn().await;
+    let requests = [
+        pb::DetectRequest {
+            text: "Good morning to you all".into(),
+        },
+        pb::DetectRequest { text: "".into() },
+    ];
+    let mut replies = app
+        .detector()
+        .await
+        .detect_stream(futures::stream::iter(requests))
+        .await
+        .expect("opens")
+        .into_inner();
+    assert_eq!(
+        replies.next().await.expect("item").expect("ok").language,
+        "en"
+    );
+    let err = replies.next().await.expect("item").expect_err("rejected");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(replies.next().await.is_none());
+}

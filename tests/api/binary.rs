@@ -1,0 +1,294 @@
+//! The real binary: signals, exit codes, bad configuration, `switchyard check`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A `switchyard serve` child process on port 0.
+struct Server {
+    child: Child,
+    grpc: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let parsed: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                if parsed["message"] == "listening"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(parsed["grpc"].as_str().map(str::to_owned));
+                }
+            }
+        });
+        let grpc = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its address")
+            .expect("address field")
+            .parse()
+            .expect("a socket address");
+        Self { child, grpc }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal delivered");
+    }
+
+    /// Waits up to `within` for the process to exit. Async, so that the
+    /// test's own clients keep answering the server's HTTP/2 GOAWAY and PING
+    /// while it drains.
+    async fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the server did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = switchyard::check::check(
+                &self.grpc.to_string(),
+                "readiness",
+                Duration::from_secs(1),
+            )
+            .await;
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_0_within_the_budget_while_a_watch_is_open() {
+    let mut server = Server::start(&["--drain-delay", "0.5", "--drain-timeout", "2"]);
+    server.wait_ready().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: "".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch.next().await.expect("item").expect("status").status,
+        ServingStatus::Serving as i32
+    );
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait(Duration::from_millis(500 + 2000 + 1000)).await;
+    assert_eq!(status.code(), Some(0), "clean drain exits 0");
+    // The watch saw the transition, then the clean end.
+    assert_eq!(
+        watch.next().await.expect("item").expect("status").status,
+        ServingStatus::NotServing as i32
+    );
+    let end = watch.next().await.expect("item").expect_err("ends");
+    assert_eq!(end.code(), tonic::Code::Unavailable);
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(500),
+        "served through the drain delay"
+    );
+}
+
+#[tokio::test]
+async fn sigint_drains_like_sigterm() {
+    let mut server = Server::start(&["--drain-delay", "0.1", "--drain-timeout", "1"]);
+    server.wait_ready().await;
+    server.signal(Signal::SIGINT);
+    assert_eq!(server.wait(Duration::from_secs(3)).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_130() {
+    let mut server = Server::start(&["--drain-delay", "30"]);
+    server.wait_ready().await;
+    server.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait(Duration::from_secs(2)).await;
+    assert_eq!(status.code(), Some(130));
+    assert!(second.elapsed() < Duration::from_secs(1));
+}
+
+/// A client that opens a unary call and never finishes sending it holds the
+/// drain open; the deadline ends it and the exit code says so.
+#[tokio::test]
+async fn a_call_that_never_finishes_is_cut_at_the_drain_timeout_with_exit_1() {
+    let mut server = Server::start(&["--drain-delay", "0.2", "--drain-timeout", "1"]);
+    server.wait_ready().await;
+    let tcp = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .expect("connect");
+    let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::post(format!(
+        "http://{}/switchyard.v1.Detector/Detect",
+        server.grpc
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("request");
+    let (_response, mut body) = h2.send_request(request, false).expect("stream opens");
+    // Half a gRPC frame: a 5-byte header announcing 100 bytes, then nothing.
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100]), false)
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait(Duration::from_secs(4)).await;
+    assert_eq!(status.code(), Some(1), "forced by the deadline");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(1100) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    drop(body);
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
+    // A port in use: had the binary bound first, it would fail differently.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_yaml = dir.path().join("bad.yaml");
+    std::fs::write(&bad_yaml, "drain: [unclosed\n").expect("write");
+    let bad_yaml = bad_yaml.to_str().expect("utf-8").to_owned();
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["--drain-delay", "-1"], vec![], "drain.delay"),
+        (vec!["--drain-timeout", "soon"], vec![], "drain"),
+        (vec!["--track", "beta"], vec![], "track"),
+        (
+            vec!["--max-text-chars", "0"],
+            vec![],
+            "detector.max_text_chars",
+        ),
+        (vec!["--log-format", "xml"], vec![], "format"),
+        (
+            vec![],
+            vec![("SWITCHYARD__SERVER__MAX_CONCURRENT_REQUESTS", "lots")],
+            "max_concurrent_requests",
+        ),
+        (
+            vec!["--config", "/nonexistent/switchyard.yaml"],
+            vec![],
+            "--config",
+        ),
+        (vec!["--config", &bad_yaml], vec![], "bad.yaml"),
+    ];
+    for (args, env, named) in cases {
+        let out = Command::new(BIN)
+            .args(["serve", "--grpc-addr", &port])
+            .args(&args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{stderr:?} names {named}");
+    }
+}
+
+#[tokio::test]
+async fn check_exits_0_only_when_serving() {
+    let server = Server::start(&["--drain-delay", "3"]);
+    server.wait_ready().await;
+    let addr = server.grpc.to_string();
+    let check = |service: &str| {
+        Command::new(BIN)
+            .args([
+                "check",
+                "--addr",
+                &addr,
+                "--service",
+                service,
+                "--timeout",
+                "2",
+            ])
+            .output()
+            .expect("runs")
+    };
+    let ok = check("readiness");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("SERVING"));
+    assert_eq!(check("no.such.Service").status.code(), Some(1));
+    server.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = check("readiness");
+    assert_eq!(draining.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&draining.stdout).contains("NOT_SERVING"));
+    assert_eq!(
+        check("liveness").status.code(),
+        Some(0),
+        "liveness stays up while draining"
+    );
+    drop(server);
+    let nobody = Command::new(BIN)
+        .args(["check", "--addr", &addr, "--timeout", "0.5"])
+        .output()
+        .expect("runs");
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));
+}

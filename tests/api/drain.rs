@@ -1,0 +1,224 @@
+//! The graceful drain, step by step, through the library API (signals are a
+//! channel here; `binary.rs` sends real ones).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use switchyard::engine::RealEngines;
+use switchyard::grpc::pb;
+use switchyard::shutdown::DrainOutcome;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{SlowLoader, TestApp, settings};
+
+fn serving(
+    reply: Option<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>,
+) -> ServingStatus {
+    ServingStatus::try_from(reply.expect("open").expect("status").status).expect("known")
+}
+
+#[tokio::test]
+async fn the_five_steps_in_order() {
+    let app = TestApp::spawn_with(settings(&[("drain.delay", "1")]), Arc::new(RealEngines))
+        .await
+        .ready()
+        .await;
+    let mut watch = app
+        .health_client()
+        .await
+        .watch(HealthCheckRequest {
+            service: "readiness".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(serving(watch.next().await), ServingStatus::Serving);
+    let mut stream_tx_rx = {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::DetectRequest>(8);
+        let replies = app
+            .detector()
+            .await
+            .detect_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream opens")
+            .into_inner();
+        (tx, replies)
+    };
+    let ask = |text: &str| pb::DetectRequest { text: text.into() };
+    stream_tx_rx
+        .0
+        .send(ask("Good morning, how are you today?"))
+        .await
+        .expect("send");
+    assert_eq!(
+        stream_tx_rx
+            .1
+            .next()
+            .await
+            .expect("reply")
+            .expect("ok")
+            .language,
+        "en"
+    );
+
+    // Steps 1-2: readiness goes NOT_SERVING at once; Watch sees it.
+    let signalled = Instant::now();
+    app.signal().await;
+    let next = tokio::time::timeout(Duration::from_millis(500), watch.next())
+        .await
+        .expect("prompt");
+    assert_eq!(serving(next), ServingStatus::NotServing);
+    assert_eq!(
+        app.check("").await.expect("check"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        app.check("switchyard.v1.Detector").await.expect("check"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        app.check("liveness").await.expect("check"),
+        ServingStatus::Serving
+    );
+
+    // Step 3: still serving normally, new connections included, streams too.
+    app.detect("Guten Morgen, wie geht es dir heute?", "alice")
+        .await
+        .expect("served during delay");
+    stream_tx_rx
+        .0
+        .send(ask("Buenos días, ¿cómo estás hoy?"))
+        .await
+        .expect("send");
+    assert_eq!(
+        stream_tx_rx
+            .1
+            .next()
+            .await
+            .expect("reply")
+            .expect("ok")
+            .language,
+        "es"
+    );
+
+    // Step 4: streams end with UNAVAILABLE, the watch too, after the delay.
+    let end = tokio::time::timeout(Duration::from_secs(3), stream_tx_rx.1.next())
+        .await
+        .expect("stream ends")
+        .expect("an item")
+        .expect_err("a status");
+    assert_eq!(
+        (end.code(), end.message()),
+        (Code::Unavailable, "server is draining")
+    );
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(950),
+        "not before the drain delay"
+    );
+    let end = watch.next().await.expect("an item").expect_err("a status");
+    assert_eq!(end.code(), Code::Unavailable);
+    // A new connection is refused once the listener is closed.
+    let addr = app.grpc_addr;
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "connect after step 4 must be refused");
+
+    // Step 5: nothing in flight, so the drain completes at once.
+    assert_eq!(app.outcome().await, DrainOutcome::Drained);
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_in_flight_unary_call_completes_during_the_drain() {
+    let app = TestApp::spawn_with(
+        settings(&[("drain.delay", "0.1"), ("drain.timeout", "5")]),
+        Arc::new(SlowLoader(Duration::from_millis(1500))),
+    )
+    .await
+    .ready()
+    .await;
+    let mut client = app.detector().await;
+    let call = tokio::spawn(async move {
+        client
+            .detect(pb::DetectRequest {
+                text: "Good morning, how are you today?".into(),
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.signal().await;
+    let reply = call
+        .await
+        .expect("no panic")
+        .expect("the in-flight call succeeds");
+    assert_eq!(reply.into_inner().language, "en");
+    assert_eq!(app.outcome().await, DrainOutcome::Drained);
+}
+
+#[tokio::test]
+async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
+    let app = TestApp::spawn_with(
+        settings(&[("drain.delay", "0"), ("drain.timeout", "0.5")]),
+        Arc::new(SlowLoader(Duration::from_secs(10))),
+    )
+    .await
+    .ready()
+    .await;
+    let mut client = app.detector().await;
+    let _call = tokio::spawn(async move {
+        client
+            .detect(pb::DetectRequest {
+                text: "Good morning".into(),
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    app.signal().await;
+    let outcome = app.outcome().await;
+    assert_eq!(outcome, DrainOutcome::DeadlineExceeded);
+    assert_eq!(outcome.exit_code(), 1);
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let app = TestApp::spawn_with(settings(&[("drain.delay", "30")]), Arc::new(RealEngines))
+        .await
+        .ready()
+        .await;
+    app.signal().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signalled = Instant::now();
+    app.signal().await;
+    let outcome = app.outcome().await;
+    assert_eq!(outcome, DrainOutcome::Forced);
+    assert_ne!(outcome.exit_code(), 0);
+    assert!(signalled.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn readiness_never_returns_once_draining_even_if_loading_finishes_late() {
+    let (loader, gate) = crate::helpers::GatedLoader::new();
+    let app = TestApp::spawn_with(settings(&[("drain.delay", "2")]), loader).await;
+    app.signal().await;
+    gate.send(()).expect("gate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.check("readiness").await.expect("check"),
+        ServingStatus::NotServing
+    );
+}

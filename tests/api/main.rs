@@ -1,0 +1,12 @@
+//! Switchyard's behaviour, one module per capability. Every test talks to a
+//! real server on 127.0.0.1 (port 0) with a real tonic client, or runs the
+//! real binary.
+
+mod admin;
+mod bad_input;
+mod binary;
+mod detect;
+mod drain;
+mod grpcurl;
+mod health;
+mod helpers;
