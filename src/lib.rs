@@ -49,6 +49,7 @@ pub mod cli;
 pub mod configuration;
 pub mod detection;
 pub mod engine;
+pub mod flags;
 pub mod grpc;
 pub mod health;
 pub mod release;

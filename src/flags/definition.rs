@@ -1,0 +1,235 @@
+//! Reading flag sets in flagd's flag definition format (JSON or YAML),
+//! validating them and compiling their rules, with errors that name the file,
+//! the flag and the problem.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::rule::Rule;
+use super::{Flag, FlagSet, FlagState};
+
+/// The ConfigMap size limit: larger flag content is refused.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+
+/// One problem in flag content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}{problem}", .flag.as_ref().map(|f| format!("flag `{f}`: ")).unwrap_or_default())]
+pub struct DefinitionError {
+    /// The file (or source name) the problem is in.
+    pub file: String,
+    /// The flag, when the problem belongs to one.
+    pub flag: Option<String>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Every problem found in a set of flag files (they are all reported, not
+/// just the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct DefinitionErrors(pub Vec<DefinitionError>);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(rename = "$schema")]
+    _schema: Option<String>,
+    #[serde(rename = "metadata")]
+    _metadata: Option<Value>,
+    #[serde(rename = "$evaluators", default)]
+    evaluators: Map<String, Value>,
+    flags: BTreeMap<String, RawFlag>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlag {
+    state: String,
+    variants: serde_json::Map<String, Value>,
+    #[serde(rename = "defaultVariant")]
+    default_variant: String,
+    #[serde(default)]
+    targeting: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+/// A parsed, not yet merged, flag file.
+pub struct ParsedFile {
+    name: String,
+    flags: Vec<(String, Flag)>,
+}
+
+/// Parses and compiles one file's content. `name` is used in messages; the
+/// format is YAML for `.yaml`/`.yml` names, JSON otherwise.
+pub fn parse_file(name: &str, content: &[u8]) -> Result<ParsedFile, DefinitionErrors> {
+    let fail = |problem: String| {
+        DefinitionErrors(vec![DefinitionError {
+            file: name.to_owned(),
+            flag: None,
+            problem,
+        }])
+    };
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(fail(format!(
+            "{} bytes is over the 1 MiB ConfigMap limit",
+            content.len()
+        )));
+    }
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Err(fail("the file is empty".into()));
+    }
+    let is_yaml = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    let raw: RawFile = if is_yaml {
+        serde_yaml_ng::from_slice(content)
+            .map_err(|e| fail(format!("not a valid flagd YAML flag set: {e}")))?
+    } else {
+        serde_json::from_slice(content)
+            .map_err(|e| fail(format!("not a valid flagd JSON flag set: {e}")))?
+    };
+    let mut errors = Vec::new();
+    let mut flags = Vec::new();
+    for (key, raw_flag) in raw.flags {
+        match compile_flag(&key, raw_flag, &raw.evaluators) {
+            Ok(flag) => flags.push((key, flag)),
+            Err(problem) => errors.push(DefinitionError {
+                file: name.to_owned(),
+                flag: Some(key),
+                problem,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ParsedFile {
+            name: name.to_owned(),
+            flags,
+        })
+    } else {
+        Err(DefinitionErrors(errors))
+    }
+}
+
+fn compile_flag(key: &str, raw: RawFlag, evaluators: &Map<String, Value>) -> Result<Flag, String> {
+    let state = match raw.state.as_str() {
+        "ENABLED" => FlagState::Enabled,
+        "DISABLED" => FlagState::Disabled,
+        other => return Err(format!("state must be ENABLED or DISABLED, got {other:?}")),
+    };
+    if raw.variants.is_empty() {
+        return Err("has no variants".into());
+    }
+    let variants: Vec<(String, Value)> = raw.variants.into_iter().collect();
+    let default = variants
+        .iter()
+        .position(|(name, _)| *name == raw.default_variant)
+        .ok_or_else(|| {
+            format!(
+                "defaultVariant {:?} is not among its variants ({})",
+                raw.default_variant,
+                variants
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let targeting = match raw.targeting {
+        None => None,
+        Some(Value::Object(map)) if map.is_empty() => None,
+        Some(rule) => {
+            let resolved = resolve_refs(&rule, evaluators, &mut Vec::new())?;
+            Some(Rule::compile(&resolved).map_err(|e| format!("targeting does not compile: {e}"))?)
+        }
+    };
+    let index = variants
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name.clone(), i))
+        .collect::<HashMap<_, _>>();
+    Ok(Flag {
+        key: key.to_owned(),
+        state,
+        variants,
+        index,
+        default,
+        targeting,
+        metadata: raw.metadata,
+    })
+}
+
+/// Replaces every `{"$ref": NAME}` with the named shared evaluator.
+fn resolve_refs(
+    rule: &Value,
+    evaluators: &Map<String, Value>,
+    stack: &mut Vec<String>,
+) -> Result<Value, String> {
+    match rule {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
+            let name = map["$ref"]
+                .as_str()
+                .ok_or("`$ref` must name an evaluator")?;
+            if stack.iter().any(|s| s == name) {
+                return Err(format!("`$ref` cycle through {name:?}"));
+            }
+            let target = evaluators
+                .get(name)
+                .ok_or_else(|| format!("`$ref` to unknown evaluator {name:?}"))?;
+            stack.push(name.to_owned());
+            let resolved = resolve_refs(target, evaluators, stack);
+            stack.pop();
+            resolved
+        }
+        Value::Object(map) => Ok(Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), resolve_refs(v, evaluators, stack)?)))
+                .collect::<Result<_, String>>()?,
+        )),
+        Value::Array(items) => Ok(Value::Array(
+            items
+                .iter()
+                .map(|v| resolve_refs(v, evaluators, stack))
+                .collect::<Result<_, _>>()?,
+        )),
+        other => Ok(other.clone()),
+    }
+}
+
+/// Merges parsed files in order: a later file's flag replaces an earlier
+/// one's (logged), as flagd does with several sources.
+pub fn merge(files: Vec<ParsedFile>, revision: String) -> FlagSet {
+    let mut flags: HashMap<String, Flag> = HashMap::new();
+    let mut origin: HashMap<String, String> = HashMap::new();
+    for file in files {
+        for (key, flag) in file.flags {
+            if let Some(previous) = origin.insert(key.clone(), file.name.clone()) {
+                tracing::info!(flag = %key, from = %previous, by = %file.name, "flag overridden by a later file");
+            }
+            flags.insert(key, flag);
+        }
+    }
+    FlagSet { flags, revision }
+}
+
+/// FNV-1a 64 over every source's name and content: the revision reported
+/// in Admin/GetInfo and metrics, stable across processes.
+pub fn revision(sources: &[(String, Vec<u8>)]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, content) in sources {
+        for byte in name
+            .bytes()
+            .chain([0u8])
+            .chain(content.iter().copied())
+            .chain([0u8])
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}

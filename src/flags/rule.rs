@@ -1,0 +1,826 @@
+//! Targeting rules: JsonLogic with the operators flagd accepts, compiled once
+//! per load into a tree of [`Rule`] nodes and evaluated per request without
+//! re-parsing. flagd's own operators (`fractional`, `sem_ver`, `starts_with`,
+//! `ends_with`) are implemented here too.
+//!
+//! Values are `Cow<Value>`: literals and context values are borrowed, so a
+//! rule that only reads and compares allocates nothing for its operands.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Number, Value};
+
+use super::murmur::murmur3_32;
+use super::semver::{SemVerOp, Version};
+
+/// A rule that cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CompileError(pub String);
+
+/// A rule that failed while evaluating (the flag then serves its default,
+/// with reason ERROR).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+/// What an evaluation can see besides the context data.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The evaluation context (`targetingKey` and attributes).
+    pub data: &'a Value,
+    /// `$flagd.flagKey`.
+    pub flag_key: &'a str,
+    /// `$flagd.timestamp` (unix seconds).
+    pub timestamp: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Missing,
+    MissingSome,
+    If,
+    Eq,
+    StrictEq,
+    Ne,
+    StrictNe,
+    Not,
+    NotNot,
+    Or,
+    And,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Max,
+    Min,
+    Merge,
+    In,
+    Cat,
+    Substr,
+    StartsWith,
+    EndsWith,
+}
+
+impl Op {
+    fn parse(name: &str) -> Option<(Self, usize, usize)> {
+        // (op, min args, max args)
+        const MANY: usize = usize::MAX;
+        Some(match name {
+            "missing" => (Op::Missing, 0, MANY),
+            "missing_some" => (Op::MissingSome, 2, 2),
+            "if" | "?:" => (Op::If, 0, MANY),
+            "==" => (Op::Eq, 2, 2),
+            "===" => (Op::StrictEq, 2, 2),
+            "!=" => (Op::Ne, 2, 2),
+            "!==" => (Op::StrictNe, 2, 2),
+            "!" => (Op::Not, 1, 1),
+            "!!" => (Op::NotNot, 1, 1),
+            "or" => (Op::Or, 1, MANY),
+            "and" => (Op::And, 1, MANY),
+            "<" => (Op::Lt, 2, 3),
+            "<=" => (Op::Le, 2, 3),
+            ">" => (Op::Gt, 2, 2),
+            ">=" => (Op::Ge, 2, 2),
+            "+" => (Op::Add, 0, MANY),
+            "-" => (Op::Sub, 1, 2),
+            "*" => (Op::Mul, 1, MANY),
+            "/" => (Op::Div, 2, 2),
+            "%" => (Op::Mod, 2, 2),
+            "max" => (Op::Max, 0, MANY),
+            "min" => (Op::Min, 0, MANY),
+            "merge" => (Op::Merge, 0, MANY),
+            "in" => (Op::In, 2, 2),
+            "cat" => (Op::Cat, 0, MANY),
+            "substr" => (Op::Substr, 2, 3),
+            "starts_with" => (Op::StartsWith, 2, 2),
+            "ends_with" => (Op::EndsWith, 2, 2),
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Iter {
+    Map,
+    Filter,
+    All,
+    None,
+    Some,
+}
+
+/// A compiled targeting rule.
+#[derive(Debug, Clone)]
+pub struct Rule(Node);
+
+#[derive(Debug, Clone)]
+enum Node {
+    Literal(Value),
+    Array(Vec<Node>),
+    /// `var` with a path known at compile time.
+    Var {
+        path: Vec<String>,
+        default: Option<Box<Node>>,
+    },
+    /// `var` whose path is computed.
+    DynVar {
+        path: Box<Node>,
+        default: Option<Box<Node>>,
+    },
+    Op(Op, Vec<Node>),
+    Iter(Iter, Box<Node>, Box<Node>),
+    Reduce(Box<Node>, Box<Node>, Box<Node>),
+    Fractional {
+        key: Option<Box<Node>>,
+        buckets: Vec<(Node, u64)>,
+    },
+    SemVer(Box<Node>, SemVerOp, Box<Node>),
+}
+
+impl Rule {
+    /// Compiles a JsonLogic rule (with any `$ref` already resolved).
+    pub fn compile(rule: &Value) -> Result<Self, CompileError> {
+        compile(rule).map(Rule)
+    }
+
+    /// Evaluates the rule in `env`.
+    pub fn evaluate<'a>(&'a self, env: &Env<'a>) -> Result<Cow<'a, Value>, EvalError> {
+        eval(&self.0, env)
+    }
+}
+
+fn args_of(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+fn compile(rule: &Value) -> Result<Node, CompileError> {
+    match rule {
+        Value::Array(items) => Ok(Node::Array(
+            items.iter().map(compile).collect::<Result<_, _>>()?,
+        )),
+        Value::Object(map) if map.len() == 1 => {
+            let (name, raw_args) = map
+                .iter()
+                .next()
+                .ok_or_else(|| CompileError("empty rule".into()))?;
+            compile_op(name, raw_args)
+        }
+        Value::Object(map) if map.is_empty() => Ok(Node::Literal(Value::Null)),
+        Value::Object(map) => Err(CompileError(format!(
+            "a rule object must have exactly one operator, found {}: {}",
+            map.len(),
+            map.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+        literal => Ok(Node::Literal(literal.clone())),
+    }
+}
+
+fn compile_op(name: &str, raw_args: &Value) -> Result<Node, CompileError> {
+    let args = args_of(raw_args);
+    let arity = |min: usize, max: usize| {
+        if args.len() < min || args.len() > max {
+            let expected = if min == max {
+                format!("{min}")
+            } else if max == usize::MAX {
+                format!("at least {min}")
+            } else {
+                format!("{min} to {max}")
+            };
+            Err(CompileError(format!(
+                "`{name}` takes {expected} arguments, got {}",
+                args.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let many = |args: &[&Value]| {
+        args.iter()
+            .map(|a| compile(a))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match name {
+        "var" => {
+            arity(0, 2)?;
+            let default = args.get(1).map(|d| compile(d).map(Box::new)).transpose()?;
+            match args.first() {
+                None => Ok(Node::Var {
+                    path: Vec::new(),
+                    default,
+                }),
+                Some(Value::String(path)) => Ok(Node::Var {
+                    path: split_path(path),
+                    default,
+                }),
+                Some(Value::Number(n)) => Ok(Node::Var {
+                    path: vec![n.to_string()],
+                    default,
+                }),
+                Some(Value::Null) => Ok(Node::Var {
+                    path: Vec::new(),
+                    default,
+                }),
+                Some(other) => Ok(Node::DynVar {
+                    path: Box::new(compile(other)?),
+                    default,
+                }),
+            }
+        }
+        "map" | "filter" | "all" | "none" | "some" => {
+            arity(2, 2)?;
+            let kind = match name {
+                "map" => Iter::Map,
+                "filter" => Iter::Filter,
+                "all" => Iter::All,
+                "none" => Iter::None,
+                _ => Iter::Some,
+            };
+            Ok(Node::Iter(
+                kind,
+                Box::new(compile(args[0])?),
+                Box::new(compile(args[1])?),
+            ))
+        }
+        "reduce" => {
+            arity(2, 3)?;
+            let initial = match args.get(2) {
+                Some(v) => compile(v)?,
+                None => Node::Literal(Value::Null),
+            };
+            Ok(Node::Reduce(
+                Box::new(compile(args[0])?),
+                Box::new(compile(args[1])?),
+                Box::new(initial),
+            ))
+        }
+        "fractional" => compile_fractional(&args),
+        "sem_ver" => {
+            arity(3, 3)?;
+            let op = match args[1] {
+                Value::String(s) => SemVerOp::parse(s),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                CompileError(format!(
+                    "`sem_ver` operator must be one of = != < <= > >= ^ ~, got {}",
+                    args[1]
+                ))
+            })?;
+            Ok(Node::SemVer(
+                Box::new(compile(args[0])?),
+                op,
+                Box::new(compile(args[2])?),
+            ))
+        }
+        other => {
+            let (op, min, max) = Op::parse(other)
+                .ok_or_else(|| CompileError(format!("unknown operator `{other}`")))?;
+            arity(min, max)?;
+            Ok(Node::Op(op, many(&args)?))
+        }
+    }
+}
+
+fn compile_fractional(args: &[&Value]) -> Result<Node, CompileError> {
+    let (key, buckets) = match args.first() {
+        None => {
+            return Err(CompileError(
+                "`fractional` needs at least one bucket".into(),
+            ));
+        }
+        // A first argument that is not a bucket array is the bucketing key.
+        Some(first) if !first.is_array() => (Some(Box::new(compile(first)?)), &args[1..]),
+        Some(_) => (None, args),
+    };
+    if buckets.is_empty() {
+        return Err(CompileError(
+            "`fractional` needs at least one bucket".into(),
+        ));
+    }
+    let buckets = buckets
+        .iter()
+        .map(|bucket| {
+            let items = bucket.as_array().ok_or_else(|| {
+                CompileError(format!(
+                    "`fractional` bucket must be [variant, weight], got {bucket}"
+                ))
+            })?;
+            let variant = items
+                .first()
+                .ok_or_else(|| CompileError("`fractional` bucket is empty".into()))?;
+            let weight = match items.get(1) {
+                None => 1,
+                Some(Value::Number(n)) => {
+                    let w = n.as_f64().unwrap_or(0.0);
+                    if w.fract() != 0.0 {
+                        return Err(CompileError(format!(
+                            "`fractional` weight must be an integer, got {n}"
+                        )));
+                    }
+                    if w < 0.0 { 0 } else { w as u64 }
+                }
+                Some(other) => {
+                    return Err(CompileError(format!(
+                        "`fractional` weight must be a number, got {other}"
+                    )));
+                }
+            };
+            if items.len() > 2 {
+                return Err(CompileError(format!(
+                    "`fractional` bucket has extra items: {bucket}"
+                )));
+            }
+            Ok((compile(variant)?, weight))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Node::Fractional { key, buckets })
+}
+
+fn split_path(path: &str) -> Vec<String> {
+    if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('.').map(str::to_owned).collect()
+    }
+}
+
+const NULL: Value = Value::Null;
+
+fn num(n: f64) -> Cow<'static, Value> {
+    Cow::Owned(Number::from_f64(n).map_or(Value::Null, Value::Number))
+}
+
+fn boolean(b: bool) -> Cow<'static, Value> {
+    Cow::Owned(Value::Bool(b))
+}
+
+/// JsonLogic truthiness: false for null, false, 0, "", [].
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+fn to_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if s.trim().is_empty() => Some(0.0),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        Value::Null => Some(0.0),
+        Value::Array(a) if a.is_empty() => Some(0.0),
+        Value::Array(a) if a.len() == 1 => to_number(&a[0]),
+        _ => None,
+    }
+}
+
+fn to_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed("null"),
+        Value::Number(n) => Cow::Owned(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Value::Array(a) => Cow::Owned(
+            a.iter()
+                .map(|x| to_text(x).into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Value::Object(_) => Cow::Borrowed("[object Object]"),
+    }
+}
+
+/// JavaScript-style loose equality, as JsonLogic's `==`.
+fn loose_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Null, _) | (_, Value::Null) => false,
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Number(_), Value::Number(_)) => a.as_f64() == b.as_f64(),
+        (Value::Array(_) | Value::Object(_), Value::Array(_) | Value::Object(_)) => false,
+        (Value::Array(_), _) => loose_eq(&Value::String(to_text(a).into_owned()), b),
+        (_, Value::Array(_)) => loose_eq(a, &Value::String(to_text(b).into_owned())),
+        (Value::Object(_), _) | (_, Value::Object(_)) => false,
+        _ => match (to_number(a), to_number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        },
+    }
+}
+
+fn strict_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => a.as_f64() == b.as_f64(),
+        (Value::Array(_) | Value::Object(_), _) => false,
+        _ => a == b,
+    }
+}
+
+/// `<` with JavaScript semantics: strings compare as strings, else numbers.
+fn less(a: &Value, b: &Value, or_equal: bool) -> bool {
+    if let (Value::String(x), Value::String(y)) = (a, b) {
+        return if or_equal { x <= y } else { x < y };
+    }
+    match (to_number(a), to_number(b)) {
+        (Some(x), Some(y)) => {
+            if or_equal {
+                x <= y
+            } else {
+                x < y
+            }
+        }
+        _ => false,
+    }
+}
+
+fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut current = data;
+    for segment in path {
+        current = match current {
+            Value::Object(map) => map.get(segment.as_str())?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+fn lookup_var<'a>(env: &Env<'a>, path: &[String]) -> Option<Cow<'a, Value>> {
+    if path.first().is_some_and(|p| p == "$flagd") {
+        return match path.get(1).map(String::as_str) {
+            Some("flagKey") if path.len() == 2 => {
+                Some(Cow::Owned(Value::String(env.flag_key.to_owned())))
+            }
+            Some("timestamp") if path.len() == 2 => Some(Cow::Owned(Value::from(env.timestamp))),
+            None => {
+                let mut map = Map::new();
+                map.insert("flagKey".into(), Value::String(env.flag_key.to_owned()));
+                map.insert("timestamp".into(), Value::from(env.timestamp));
+                Some(Cow::Owned(Value::Object(map)))
+            }
+            _ => None,
+        };
+    }
+    lookup(env.data, path).map(Cow::Borrowed)
+}
+
+fn eval<'a>(node: &'a Node, env: &Env<'a>) -> Result<Cow<'a, Value>, EvalError> {
+    match node {
+        Node::Literal(v) => Ok(Cow::Borrowed(v)),
+        Node::Array(items) => Ok(Cow::Owned(Value::Array(
+            items
+                .iter()
+                .map(|n| eval(n, env).map(Cow::into_owned))
+                .collect::<Result<_, _>>()?,
+        ))),
+        Node::Var { path, default } => match lookup_var(env, path) {
+            Some(v) if !v.is_null() => Ok(v),
+            _ => match default {
+                Some(d) => eval(d, env),
+                None => Ok(Cow::Borrowed(&NULL)),
+            },
+        },
+        Node::DynVar { path, default } => {
+            let path = eval(path, env)?;
+            let segments = split_path(&to_text(&path));
+            match lookup_var(env, &segments) {
+                Some(v) if !v.is_null() => Ok(Cow::Owned(v.into_owned())),
+                _ => match default {
+                    Some(d) => eval(d, env),
+                    None => Ok(Cow::Borrowed(&NULL)),
+                },
+            }
+        }
+        Node::Op(op, args) => eval_op(*op, args, env),
+        Node::Iter(kind, source, body) => {
+            let source = eval(source, env)?;
+            let items: &[Value] = match source.as_ref() {
+                Value::Array(items) => items,
+                _ => &[],
+            };
+            let mut out = Vec::new();
+            for item in items {
+                let inner = Env { data: item, ..*env };
+                let result = eval(body, &inner)?;
+                match kind {
+                    Iter::Map => out.push(result.into_owned()),
+                    Iter::Filter => {
+                        if truthy(&result) {
+                            out.push(item.clone());
+                        }
+                    }
+                    Iter::All => {
+                        if !truthy(&result) {
+                            return Ok(boolean(false));
+                        }
+                    }
+                    Iter::None => {
+                        if truthy(&result) {
+                            return Ok(boolean(false));
+                        }
+                    }
+                    Iter::Some => {
+                        if truthy(&result) {
+                            return Ok(boolean(true));
+                        }
+                    }
+                }
+            }
+            Ok(match kind {
+                Iter::Map | Iter::Filter => Cow::Owned(Value::Array(out)),
+                Iter::All => boolean(!items.is_empty()),
+                Iter::None => boolean(true),
+                Iter::Some => boolean(false),
+            })
+        }
+        Node::Reduce(source, body, initial) => {
+            let source = eval(source, env)?;
+            let mut accumulator = eval(initial, env)?.into_owned();
+            if let Value::Array(items) = source.as_ref() {
+                for item in items {
+                    let mut scope = Map::new();
+                    scope.insert("current".into(), item.clone());
+                    scope.insert("accumulator".into(), accumulator);
+                    let scope = Value::Object(scope);
+                    let inner = Env {
+                        data: &scope,
+                        ..*env
+                    };
+                    accumulator = eval(body, &inner)?.into_owned();
+                }
+            }
+            Ok(Cow::Owned(accumulator))
+        }
+        Node::Fractional { key, buckets } => fractional(key.as_deref(), buckets, env),
+        Node::SemVer(left, op, right) => {
+            let (l, r) = (eval(left, env)?, eval(right, env)?);
+            let parse = |v: &Value| Version::parse(&to_text(v));
+            match (parse(&l), parse(&r)) {
+                (Some(l), Some(r)) => Ok(boolean(op.holds(&l, &r))),
+                _ => Err(EvalError(format!(
+                    "sem_ver: not a semantic version: {l} / {r}"
+                ))),
+            }
+        }
+    }
+}
+
+fn fractional<'a>(
+    key: Option<&'a Node>,
+    buckets: &'a [(Node, u64)],
+    env: &Env<'a>,
+) -> Result<Cow<'a, Value>, EvalError> {
+    let total: u64 = buckets.iter().map(|(_, w)| *w).sum();
+    if total == 0 {
+        return Ok(Cow::Borrowed(&NULL));
+    }
+    let hash = match key {
+        Some(key) => {
+            let key = eval(key, env)?;
+            match key.as_ref() {
+                Value::String(s) => murmur3_32(&[s.as_bytes()], 0),
+                _ => return Ok(Cow::Borrowed(&NULL)),
+            }
+        }
+        None => match env.data.get("targetingKey") {
+            Some(Value::String(tk)) if !tk.is_empty() => {
+                murmur3_32(&[env.flag_key.as_bytes(), tk.as_bytes()], 0)
+            }
+            _ => return Ok(Cow::Borrowed(&NULL)),
+        },
+    };
+    let bucket = (u64::from(hash) * total) >> 32;
+    let mut cumulative = 0u64;
+    for (variant, weight) in buckets {
+        cumulative += weight;
+        if bucket < cumulative {
+            return eval(variant, env);
+        }
+    }
+    Ok(Cow::Borrowed(&NULL))
+}
+
+fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Result<Cow<'a, Value>, EvalError> {
+    let arg = |i: usize| -> Result<Cow<'a, Value>, EvalError> {
+        match args.get(i) {
+            Some(n) => eval(n, env),
+            None => Ok(Cow::Borrowed(&NULL)),
+        }
+    };
+    let numbers = || -> Result<Vec<f64>, EvalError> {
+        args.iter()
+            .map(|n| {
+                let v = eval(n, env)?;
+                to_number(&v).ok_or_else(|| EvalError(format!("not a number: {v}")))
+            })
+            .collect()
+    };
+    Ok(match op {
+        Op::If => {
+            let mut i = 0;
+            while i + 1 < args.len() {
+                if truthy(eval(&args[i], env)?.as_ref()) {
+                    return eval(&args[i + 1], env);
+                }
+                i += 2;
+            }
+            if i < args.len() {
+                eval(&args[i], env)?
+            } else {
+                Cow::Borrowed(&NULL)
+            }
+        }
+        Op::Or => {
+            let mut last = Cow::Borrowed(&NULL);
+            for n in args {
+                last = eval(n, env)?;
+                if truthy(&last) {
+                    return Ok(last);
+                }
+            }
+            last
+        }
+        Op::And => {
+            let mut last = Cow::Borrowed(&NULL);
+            for n in args {
+                last = eval(n, env)?;
+                if !truthy(&last) {
+                    return Ok(last);
+                }
+            }
+            last
+        }
+        Op::Eq => boolean(loose_eq(arg(0)?.as_ref(), arg(1)?.as_ref())),
+        Op::Ne => boolean(!loose_eq(arg(0)?.as_ref(), arg(1)?.as_ref())),
+        Op::StrictEq => boolean(strict_eq(arg(0)?.as_ref(), arg(1)?.as_ref())),
+        Op::StrictNe => boolean(!strict_eq(arg(0)?.as_ref(), arg(1)?.as_ref())),
+        Op::Not => boolean(!truthy(arg(0)?.as_ref())),
+        Op::NotNot => boolean(truthy(arg(0)?.as_ref())),
+        Op::Lt | Op::Le => {
+            let or_equal = op == Op::Le;
+            let (a, b) = (arg(0)?, arg(1)?);
+            if args.len() == 3 {
+                let c = arg(2)?;
+                boolean(less(&a, &b, or_equal) && less(&b, &c, or_equal))
+            } else {
+                boolean(less(&a, &b, or_equal))
+            }
+        }
+        Op::Gt => boolean(less(arg(1)?.as_ref(), arg(0)?.as_ref(), false)),
+        Op::Ge => boolean(less(arg(1)?.as_ref(), arg(0)?.as_ref(), true)),
+        Op::Add => num(numbers()?.iter().sum()),
+        Op::Mul => num(numbers()?.iter().product()),
+        Op::Sub => {
+            let n = numbers()?;
+            num(if n.len() == 1 { -n[0] } else { n[0] - n[1] })
+        }
+        Op::Div => {
+            let n = numbers()?;
+            if n[1] == 0.0 {
+                return Err(EvalError("division by zero".into()));
+            }
+            num(n[0] / n[1])
+        }
+        Op::Mod => {
+            let n = numbers()?;
+            if n[1] == 0.0 {
+                return Err(EvalError("modulo by zero".into()));
+            }
+            num(n[0] % n[1])
+        }
+        Op::Max => {
+            let n = numbers()?;
+            if n.is_empty() {
+                Cow::Borrowed(&NULL)
+            } else {
+                num(n.into_iter().fold(f64::NEG_INFINITY, f64::max))
+            }
+        }
+        Op::Min => {
+            let n = numbers()?;
+            if n.is_empty() {
+                Cow::Borrowed(&NULL)
+            } else {
+                num(n.into_iter().fold(f64::INFINITY, f64::min))
+            }
+        }
+        Op::Merge => {
+            let mut out = Vec::new();
+            for n in args {
+                match eval(n, env)?.into_owned() {
+                    Value::Array(items) => out.extend(items),
+                    other => out.push(other),
+                }
+            }
+            Cow::Owned(Value::Array(out))
+        }
+        Op::In => {
+            let (needle, haystack) = (arg(0)?, arg(1)?);
+            boolean(match haystack.as_ref() {
+                Value::String(s) => s.contains(to_text(&needle).as_ref()),
+                Value::Array(items) => items.iter().any(|item| strict_eq(item, &needle)),
+                _ => false,
+            })
+        }
+        Op::Cat => {
+            let mut out = String::new();
+            for n in args {
+                out.push_str(&to_text(eval(n, env)?.as_ref()));
+            }
+            Cow::Owned(Value::String(out))
+        }
+        Op::Substr => {
+            let text = arg(0)?;
+            let chars: Vec<char> = to_text(&text).chars().collect();
+            let len = chars.len() as i64;
+            let start = to_number(arg(1)?.as_ref()).unwrap_or(0.0) as i64;
+            let start = if start < 0 {
+                (len + start).max(0)
+            } else {
+                start.min(len)
+            };
+            let end = match args.get(2) {
+                None => len,
+                Some(_) => {
+                    let count = to_number(arg(2)?.as_ref()).unwrap_or(0.0) as i64;
+                    if count < 0 {
+                        (len + count).max(start)
+                    } else {
+                        (start + count).min(len)
+                    }
+                }
+            };
+            Cow::Owned(Value::String(
+                chars[start as usize..end.max(start) as usize]
+                    .iter()
+                    .collect(),
+            ))
+        }
+        Op::StartsWith | Op::EndsWith => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            boolean(match (a.as_ref(), b.as_ref()) {
+                (Value::String(a), Value::String(b)) => {
+                    if op == Op::StartsWith {
+                        a.starts_with(b.as_str())
+                    } else {
+                        a.ends_with(b.as_str())
+                    }
+                }
+                _ => false,
+            })
+        }
+        Op::Missing => {
+            let mut keys: Vec<Value> = Vec::new();
+            for n in args {
+                match eval(n, env)?.into_owned() {
+                    Value::Array(items) => keys.extend(items),
+                    other => keys.push(other),
+                }
+            }
+            Cow::Owned(Value::Array(missing(&keys, env)))
+        }
+        Op::MissingSome => {
+            let need = to_number(arg(0)?.as_ref()).unwrap_or(0.0);
+            let keys = match arg(1)?.into_owned() {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            let absent = missing(&keys, env);
+            if (keys.len() - absent.len()) as f64 >= need {
+                Cow::Owned(Value::Array(Vec::new()))
+            } else {
+                Cow::Owned(Value::Array(absent))
+            }
+        }
+    })
+}
+
+fn missing(keys: &[Value], env: &Env<'_>) -> Vec<Value> {
+    keys.iter()
+        .filter(|key| {
+            let path = split_path(&to_text(key));
+            match lookup_var(env, &path) {
+                None => true,
+                Some(v) => v.is_null() || v.as_str() == Some(""),
+            }
+        })
+        .cloned()
+        .collect()
+}
