@@ -41,6 +41,32 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Probe a server's health; exit 0 only when the service is SERVING.
     Check(CheckArgs),
+    /// Work with flag files offline.
+    #[command(subcommand)]
+    Flags(FlagsCommand),
+}
+
+/// `switchyard flags ...`.
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Check flag files; exit 0 when valid, else one line per error (file, flag, problem).
+    Validate {
+        /// Files or directories (as `serve --flags` reads them).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Evaluate flags for a context and print JSON.
+    Eval {
+        /// A file or directory.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// One flag; without it, every flag, keyed by flag key.
+        #[arg(long, value_name = "KEY")]
+        flag: Option<String>,
+        /// The evaluation context in flagd's shape, e.g. '{"targetingKey": "alice"}'.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        context: String,
+    },
 }
 
 /// `switchyard serve`. Every flag overrides the same setting from the file
@@ -71,6 +97,9 @@ pub struct ServeArgs {
     /// Detect calls served at once; more are shed [default: 256] (server.max_concurrent_requests).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_concurrent_requests: Option<String>,
+    /// Flag source: a directory (mounted ConfigMap) or a file [default: built-in flags] (flags.path).
+    #[arg(long, value_name = "PATH")]
+    pub flags: Option<String>,
     /// Largest request message in bytes [default: 4194304] (server.max_decoding_message_size).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub max_decoding_message_size: Option<String>,
@@ -94,7 +123,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 13] = [
+        let pairs: [(&'static str, &Option<String>); 14] = [
+            ("flags.path", &self.flags),
             ("server.grpc_addr", &self.grpc_addr),
             ("server.admin_addr", &self.admin_addr),
             ("drain.delay", &self.drain_delay),
@@ -140,4 +170,134 @@ pub struct CheckArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub timeout: f64,
+}
+
+/// Runs `switchyard flags ...`, writing results to `out` and problems to
+/// `err`. Returns the exit code: 0 valid/evaluated, 1 invalid flags, 2 bad
+/// usage (such as a context that is not JSON).
+pub fn run_flags(
+    command: &FlagsCommand,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> i32 {
+    use crate::flags::{Context, store::load_path};
+    use serde_json::{Map, Value, json};
+
+    match command {
+        FlagsCommand::Validate { paths } => {
+            let mut code = 0;
+            for path in paths {
+                match load_path(path) {
+                    Ok(set) => {
+                        let _ = writeln!(
+                            out,
+                            "ok: {} ({} flags, revision {})",
+                            path.display(),
+                            set.keys().len(),
+                            set.revision
+                        );
+                    }
+                    Err(errors) => {
+                        code = 1;
+                        for e in errors.0 {
+                            let _ = writeln!(err, "{e}");
+                        }
+                    }
+                }
+            }
+            code
+        }
+        FlagsCommand::Eval {
+            path,
+            flag,
+            context,
+        } => {
+            let ctx = match serde_json::from_str::<Value>(context)
+                .map_err(|e| e.to_string())
+                .and_then(Context::from_json)
+            {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    let _ = writeln!(err, "switchyard: invalid --context: {e}");
+                    return 2;
+                }
+            };
+            let set = match load_path(path) {
+                Ok(set) => set,
+                Err(errors) => {
+                    for e in errors.0 {
+                        let _ = writeln!(err, "{e}");
+                    }
+                    return 1;
+                }
+            };
+            let one = |key: &str| {
+                let r = set.evaluate(key, &ctx);
+                let mut obj = Map::new();
+                obj.insert("key".into(), json!(key));
+                obj.insert("value".into(), r.value.cloned().unwrap_or(Value::Null));
+                obj.insert(
+                    "variant".into(),
+                    r.variant.map_or(Value::Null, |v| json!(v)),
+                );
+                obj.insert("reason".into(), json!(r.reason.as_str()));
+                if let Some(e) = r.error {
+                    obj.insert("errorCode".into(), json!(e.as_str()));
+                }
+                Value::Object(obj)
+            };
+            let result = match flag {
+                Some(key) => one(key),
+                None => Value::Object(
+                    set.keys()
+                        .into_iter()
+                        .map(|k| (k.to_owned(), one(k)))
+                        .collect(),
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            0
+        }
+    }
+}
+
+/// Exit code for bad configuration or flags at startup (before binding).
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+/// Prints `switchyard: ERR` on one line to stderr and returns `code`.
+pub fn fail(code: i32, err: &dyn std::fmt::Display) -> i32 {
+    let line = err
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("switchyard: {line}");
+    code
+}
+
+/// Runs `switchyard check`: 0 when SERVING, 1 otherwise, 2 for bad usage.
+pub fn run_check(args: &CheckArgs) -> i32 {
+    let Ok(timeout) = std::time::Duration::try_from_secs_f64(args.timeout) else {
+        return fail(
+            EXIT_BAD_CONFIG,
+            &format!("invalid --timeout {}", args.timeout),
+        );
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result =
+        runtime.map(|rt| rt.block_on(crate::check::check(&args.addr, &args.service, timeout)));
+    match result {
+        Ok(Ok(status)) => {
+            println!("{:?}: {}", args.service, status.as_str_name());
+            i32::from(status.as_str_name() != "SERVING")
+        }
+        Ok(Err(e)) => fail(1, &e),
+        Err(e) => fail(1, &e),
+    }
 }

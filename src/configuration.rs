@@ -31,6 +31,50 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Logs.
     pub log: LogSettings,
+    /// Feature flags.
+    pub flags: FlagsSettings,
+    /// Dark launches (the `dark-launch-engine` flag).
+    pub dark_launch: DarkLaunchSettings,
+}
+
+/// Feature flags (flagd format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsSettings {
+    /// A directory (a mounted ConfigMap: every `*.json`, `*.yaml`, `*.yml`)
+    /// or a single file. Unset: the built-in flags (`flags/flags.json`).
+    pub path: Option<PathBuf>,
+    /// Seconds between safety-net re-reads of the source (the directory
+    /// watch normally reloads within milliseconds).
+    pub poll_interval: f64,
+    /// Seconds to wait after a change event before reloading, so one
+    /// ConfigMap update (several file events) is one reload.
+    pub debounce: f64,
+    /// Comma-separated request metadata exposed to targeting rules, without
+    /// the `x-` prefix (`x-user-group` becomes `user-group`).
+    pub context_headers: String,
+}
+
+impl FlagsSettings {
+    /// The metadata names, trimmed and lower-cased.
+    pub fn headers(&self) -> Vec<String> {
+        self.context_headers
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect()
+    }
+}
+
+/// Dark launches: the candidate engine runs off the request path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DarkLaunchSettings {
+    /// Candidate detections running at once; when all are busy the candidate
+    /// is skipped (and counted), never queued.
+    pub max_in_flight: usize,
+    /// Seconds a candidate may take before it counts as a timeout.
+    pub timeout: f64,
 }
 
 /// Listeners and request limits.
@@ -213,6 +257,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("detector.max_text_chars", "10000"),
     ("health.liveness_stall_threshold", "10"),
     ("log.level", "info"),
+    ("flags.poll_interval", "10"),
+    ("flags.debounce", "0.05"),
+    (
+        "flags.context_headers",
+        "x-user-group,x-client-version,x-country",
+    ),
+    ("dark_launch.max_in_flight", "4"),
+    ("dark_launch.timeout", "1"),
 ];
 
 impl Settings {
@@ -294,6 +346,9 @@ impl Settings {
                 self.health.liveness_stall_threshold,
                 0.1,
             ),
+            ("flags.poll_interval", self.flags.poll_interval, 0.1),
+            ("flags.debounce", self.flags.debounce, 0.0),
+            ("dark_launch.timeout", self.dark_launch.timeout, 0.001),
         ];
         for (name, value, min) in seconds {
             if !value.is_finite() || value < min || value > 3600.0 {
@@ -307,6 +362,23 @@ impl Settings {
             return Err(ConfigError::setting(
                 "server.max_concurrent_requests",
                 "must be at least 1",
+            ));
+        }
+        if self.dark_launch.max_in_flight == 0 {
+            return Err(ConfigError::setting(
+                "dark_launch.max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if self
+            .flags
+            .headers()
+            .iter()
+            .any(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return Err(ConfigError::setting(
+                "flags.context_headers",
+                "must be comma-separated metadata names",
             ));
         }
         if self.detector.max_text_chars == 0 {

@@ -4,20 +4,28 @@
 //! these types and maps [`DetectError`] to a status in exactly one place.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::configuration::{DetectorSettings, Settings, Track};
+use crate::dark_launch::DarkLauncher;
 use crate::engine::{Detection, EngineKind, Engines};
+use crate::flags::store::FlagStore;
+use crate::flags::{self, Reason};
 use crate::release;
 
 /// Who is asking and through which method: the input of release decisions.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
-    /// The caller (gRPC metadata `x-user-id`), later the flag targeting key.
+    /// The caller (gRPC metadata `x-user-id`): the flag targeting key.
     pub user_id: Option<String>,
     /// The full gRPC method, e.g. `switchyard.v1.Detector/Detect`.
     pub method: &'static str,
+    /// Metadata exposed to targeting rules, names without the `x-` prefix
+    /// (`user-group`, `client-version`, `country` by default).
+    pub attributes: Vec<(String, String)>,
 }
 
 /// Which build and track served a reply.
@@ -33,6 +41,9 @@ pub struct ServedBy {
 pub struct Outcome {
     pub detection: Detection,
     pub engine: EngineKind,
+    /// The `detector-engine` variant and why it was chosen.
+    pub variant: Option<String>,
+    pub reason: Reason,
     pub served_by: ServedBy,
 }
 
@@ -63,12 +74,14 @@ pub struct DetectionService {
     served_by: ServedBy,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
+    flags: Arc<FlagStore>,
+    dark: DarkLauncher,
 }
 
 impl DetectionService {
     /// A service with no engines yet: calls get [`DetectError::NotReady`]
     /// until [`DetectionService::install_engines`].
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, flags: Arc<FlagStore>) -> Self {
         let max_concurrent = settings.server.max_concurrent_requests;
         Self {
             engines: OnceLock::new(),
@@ -80,7 +93,42 @@ impl DetectionService {
             },
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
+            flags,
+            dark: DarkLauncher::new(
+                settings.dark_launch.max_in_flight,
+                Duration::from_secs_f64(settings.dark_launch.timeout),
+            ),
         }
+    }
+
+    /// The flag store.
+    pub fn flags(&self) -> &Arc<FlagStore> {
+        &self.flags
+    }
+
+    /// The dark launcher (for its counters).
+    pub fn dark_launcher(&self) -> &DarkLauncher {
+        &self.dark
+    }
+
+    /// The flag evaluation context for a request: `targetingKey` from
+    /// `x-user-id`, the configured metadata attributes, and this replica's
+    /// `track`, `version`, `pod`, plus the gRPC `method`.
+    pub fn flag_context(&self, ctx: &RequestContext) -> flags::Context {
+        let mut attributes = Map::new();
+        for (name, value) in &ctx.attributes {
+            attributes.insert(name.clone(), Value::String(value.clone()));
+        }
+        let identity = [
+            ("track", self.served_by.track.as_str()),
+            ("version", self.served_by.version.as_str()),
+            ("pod", self.served_by.pod.as_str()),
+            ("method", ctx.method),
+        ];
+        for (name, value) in identity {
+            attributes.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+        flags::Context::new(ctx.user_id.as_deref(), attributes)
     }
 
     /// Installs the loaded engines (once; later calls are ignored).
@@ -103,7 +151,17 @@ impl DetectionService {
         text: String,
         wait_for_permit: bool,
     ) -> Result<Outcome, DetectError> {
-        self.validate(&text)?;
+        // One flag set for the whole request: never a mix of two.
+        let flag_set = self.flags.current();
+        let decision = release::decide(&flag_set, &self.flag_context(ctx), &self.settings);
+        for (flag, error) in &decision.errors {
+            tracing::debug!(
+                flag,
+                error = error.as_str(),
+                "flag error: code default served"
+            );
+        }
+        validate(&text, decision.max_text_chars)?;
         let engines = self.engines.get().ok_or(DetectError::NotReady)?;
         let _permit = if wait_for_permit {
             Arc::clone(&self.permits)
@@ -119,8 +177,10 @@ impl DetectionService {
                     limit: self.max_concurrent,
                 })?
         };
-        let kind = release::choose_engine(ctx, &self.settings);
+        let kind = decision.engine;
         let engine = Arc::clone(engines.get(kind));
+        // The dark-launch candidate needs the text too: share it.
+        let shared: Option<Arc<str>> = decision.dark_launch.map(|_| Arc::from(text.as_str()));
         // CPU-bound work goes to the blocking pool so the runtime keeps
         // answering health checks. If the caller's deadline passes, this
         // future is dropped and no further work starts for the call; the
@@ -131,26 +191,28 @@ impl DetectionService {
                 engine: kind,
                 reason: e.to_string(),
             })?;
+        if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
+            self.dark
+                .launch(Arc::clone(engines.get(candidate)), text, detection);
+        }
         Ok(Outcome {
             detection,
             engine: kind,
+            variant: decision.engine_variant,
+            reason: decision.engine_reason,
             served_by: self.served_by.clone(),
         })
     }
+}
 
-    fn validate(&self, text: &str) -> Result<(), DetectError> {
-        if text.trim().is_empty() {
-            return Err(DetectError::EmptyText);
-        }
-        let limit = self.settings.max_text_chars;
-        // Count only as far as needed: a huge text is rejected without a full scan.
-        let chars = text.chars().take(limit + 1).count();
-        if chars > limit {
-            return Err(DetectError::TextTooLong {
-                chars: text.chars().count(),
-                limit,
-            });
-        }
-        Ok(())
+/// Empty text and text over the (live) limit are refused.
+fn validate(text: &str, limit: usize) -> Result<(), DetectError> {
+    if text.trim().is_empty() {
+        return Err(DetectError::EmptyText);
     }
+    let chars = text.chars().count();
+    if chars > limit {
+        return Err(DetectError::TextTooLong { chars, limit });
+    }
+    Ok(())
 }

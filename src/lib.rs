@@ -21,7 +21,11 @@
 //!   trait, and the loader that readies them at startup.
 //! - [`detection`]: the domain service: validates input, sheds load above the
 //!   concurrency limit, asks [`release`] which engine answers and runs it.
-//! - [`release`]: the single decision "which engine answers this request".
+//! - [`release`]: the per-request decisions read from the flags: which
+//!   engine answers, which candidate runs dark, the live input limit.
+//! - [`flags`]: flagd-format feature flags: the compiled evaluator and the
+//!   hot-reloading store over a mounted ConfigMap.
+//! - [`dark_launch`]: candidates run off the request path, bounded, compared.
 //! - [`health`]: readiness, liveness and the standard `grpc.health.v1`
 //!   service built on them, the liveness watchdog and the ready file.
 //! - [`grpc`]: the edge: proto types, the tonic services, the one mapping from
@@ -47,6 +51,7 @@ pub mod admin_http;
 pub mod check;
 pub mod cli;
 pub mod configuration;
+pub mod dark_launch;
 pub mod detection;
 pub mod engine;
 pub mod flags;

@@ -2,26 +2,24 @@
 //! the library; see `src/lib.rs` for the layout.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use clap::Parser;
-use switchyard::cli::{CheckArgs, Cli, Command, ServeArgs};
-use switchyard::{check, configuration::Settings, shutdown, startup::Application, telemetry};
-
-/// Exit code for bad configuration (before anything binds).
-const EXIT_BAD_CONFIG: i32 = 2;
+use switchyard::cli::{self, Cli, Command, EXIT_BAD_CONFIG, ServeArgs, fail};
+use switchyard::startup::{Application, StartupError};
+use switchyard::{configuration::Settings, shutdown, telemetry};
 
 fn main() {
     let code = match Cli::parse().command() {
         Command::Serve(args) => serve(&args),
-        Command::Check(args) => probe(&args),
+        Command::Check(args) => cli::run_check(&args),
+        Command::Flags(cmd) => cli::run_flags(&cmd, &mut std::io::stdout(), &mut std::io::stderr()),
     };
+    // Exit without waiting for blocking work still running after a forced drain.
     std::process::exit(code);
 }
 
+/// Settings (exit 2 if bad), logs, build (binds), serve until SIGTERM, drain.
 fn serve(args: &ServeArgs) -> i32 {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = std::env::vars().collect();
     let settings = match Settings::load(&env, &args.overrides()) {
         Ok(settings) => settings,
         Err(e) => return fail(EXIT_BAD_CONFIG, &e),
@@ -31,38 +29,20 @@ fn serve(args: &ServeArgs) -> i32 {
         Err(e) => return fail(1, &e),
     };
     let _telemetry = telemetry::init(&settings.log);
-    runtime
-        .block_on(async {
-            let app = Application::build(settings).await?;
-            tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "listening");
-            let outcome = app.run_until_stopped(shutdown::os_signals()?).await?;
-            Ok::<_, anyhow::Error>(outcome.exit_code())
-        })
-        .unwrap_or_else(|e| fail(1, &e))
-}
-
-fn probe(args: &CheckArgs) -> i32 {
-    let Ok(timeout) = Duration::try_from_secs_f64(args.timeout) else {
-        return fail(
-            EXIT_BAD_CONFIG,
-            &format!("invalid --timeout {}", args.timeout),
-        );
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let result = runtime.map(|rt| rt.block_on(check::check(&args.addr, &args.service, timeout)));
-    match result {
-        Ok(Ok(status)) => {
-            println!("{:?}: {}", args.service, status.as_str_name());
-            i32::from(status.as_str_name() != "SERVING")
+    runtime.block_on(async {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(e @ StartupError::Flags(_)) => return fail(EXIT_BAD_CONFIG, &e),
+            Err(e) => return fail(1, &e),
+        };
+        tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "listening");
+        let signals = match shutdown::os_signals() {
+            Ok(signals) => signals,
+            Err(e) => return fail(1, &e),
+        };
+        match app.run_until_stopped(signals).await {
+            Ok(outcome) => outcome.exit_code(),
+            Err(e) => fail(1, &e),
         }
-        Ok(Err(e)) => fail(1, &e),
-        Err(e) => fail(1, &e),
-    }
-}
-
-fn fail(code: i32, err: &dyn std::fmt::Display) -> i32 {
-    eprintln!("switchyard: {err}");
-    code
+    })
 }

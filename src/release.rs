@@ -1,14 +1,91 @@
-//! The one decision the release machinery drives: which engine answers.
-//!
-//! Today it reads the configured default. Feature flags (A/B splits, kill
-//! switches) replace its inside without changing its callers; canary and
-//! shadow releases happen around it, in the mesh.
+//! The decisions the release machinery drives, read from the feature flags
+//! for each request: which engine answers (`detector-engine`: an A/B test is
+//! a fractional rule), which candidate runs dark (`dark-launch-engine`), and
+//! the live input limit (`max-text-chars`, the kill switch for oversized
+//! traffic). Canary and shadow releases happen around this, in the mesh.
 
 use crate::configuration::DetectorSettings;
-use crate::detection::RequestContext;
 use crate::engine::EngineKind;
+use crate::flags::{Context, ErrorCode, FlagSet, Reason};
 
-/// The engine that answers `ctx`.
-pub fn choose_engine(_ctx: &RequestContext, settings: &DetectorSettings) -> EngineKind {
-    settings.default_engine
+/// The flag that picks the engine that answers.
+pub const ENGINE_FLAG: &str = "detector-engine";
+/// The flag that picks a dark-launch candidate ("off" for none).
+pub const DARK_LAUNCH_FLAG: &str = "dark-launch-engine";
+/// The flag that sets the input limit in characters.
+pub const MAX_TEXT_CHARS_FLAG: &str = "max-text-chars";
+
+/// Everything decided for one request, from one flag set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The engine that answers.
+    pub engine: EngineKind,
+    /// The `detector-engine` variant served (None when the code default was).
+    pub engine_variant: Option<String>,
+    /// Why that engine.
+    pub engine_reason: Reason,
+    /// A candidate to run dark, if any.
+    pub dark_launch: Option<EngineKind>,
+    /// The input limit.
+    pub max_text_chars: usize,
+    /// Flag errors met while deciding (each served the code default).
+    pub errors: Vec<(&'static str, ErrorCode)>,
+}
+
+/// Decides for `ctx` with `flags`; the configured defaults serve whenever a
+/// flag is missing, disabled or broken.
+pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> Decision {
+    let mut errors = Vec::new();
+
+    let engine = flags.string(ENGINE_FLAG, ctx, defaults.default_engine.as_str());
+    errors.extend(engine.error.map(|e| (ENGINE_FLAG, e)));
+    let (kind, engine_variant, engine_reason) = match engine.value.parse::<EngineKind>() {
+        Ok(kind) => (kind, engine.variant.map(str::to_owned), engine.reason),
+        Err(_) => {
+            errors.push((ENGINE_FLAG, ErrorCode::TypeMismatch));
+            (defaults.default_engine, None, Reason::Error)
+        }
+    };
+
+    let dark = flags.string(DARK_LAUNCH_FLAG, ctx, "off");
+    errors.extend(
+        dark.error
+            .filter(|e| *e != ErrorCode::FlagNotFound)
+            .map(|e| (DARK_LAUNCH_FLAG, e)),
+    );
+    let dark_launch = match dark.value {
+        "off" => None,
+        other => match other.parse::<EngineKind>() {
+            Ok(kind) => Some(kind),
+            Err(_) => {
+                errors.push((DARK_LAUNCH_FLAG, ErrorCode::TypeMismatch));
+                None
+            }
+        },
+    };
+
+    let default_limit = i64::try_from(defaults.max_text_chars).unwrap_or(i64::MAX);
+    let limit = flags.integer(MAX_TEXT_CHARS_FLAG, ctx, default_limit);
+    errors.extend(
+        limit
+            .error
+            .filter(|e| *e != ErrorCode::FlagNotFound)
+            .map(|e| (MAX_TEXT_CHARS_FLAG, e)),
+    );
+    let max_text_chars = match usize::try_from(limit.value) {
+        Ok(n) if n >= 1 => n,
+        _ => {
+            errors.push((MAX_TEXT_CHARS_FLAG, ErrorCode::TypeMismatch));
+            defaults.max_text_chars
+        }
+    };
+
+    Decision {
+        engine: kind,
+        engine_variant,
+        engine_reason,
+        dark_launch,
+        max_text_chars,
+        errors,
+    }
 }

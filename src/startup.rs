@@ -27,6 +27,8 @@ use crate::admin_http;
 use crate::configuration::Settings;
 use crate::detection::DetectionService;
 use crate::engine::{EngineError, EngineLoader, RealEngines};
+use crate::flags::definition::DefinitionErrors;
+use crate::flags::store::{FlagStore, spawn_watcher};
 use crate::grpc::admin::AdminService;
 use crate::grpc::detector::DetectorService;
 use crate::grpc::edge::EdgeLayer;
@@ -47,6 +49,10 @@ pub enum StartupError {
     /// Loading the engines failed.
     #[error(transparent)]
     Engines(#[from] EngineError),
+    /// The flags at startup are invalid (refuse to start: with
+    /// maxUnavailable 0 the old pods keep serving).
+    #[error("invalid flags: {0}")]
+    Flags(#[from] DefinitionErrors),
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
@@ -81,10 +87,21 @@ impl Application {
         loader: Arc<dyn EngineLoader>,
     ) -> Result<Self, StartupError> {
         let started = Instant::now();
+        // Flags first: bad flags refuse to start before anything binds. The
+        // first successful load is part of readiness (it precedes it).
+        let flags = Arc::new(match &settings.flags.path {
+            Some(path) => FlagStore::open(path)?,
+            None => FlagStore::built_in(
+                settings.detector.default_engine.as_str(),
+                settings.detector.max_text_chars,
+            ),
+        });
+        let status = flags.status();
+        tracing::info!(source = %status.source, revision = %status.revision, "flags loaded");
         let (grpc_listener, grpc_addr) = bind("gRPC", settings.server.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind("admin", settings.server.admin_addr).await?;
         let health = HealthState::new(settings.health.ready_file.clone());
-        let detection = Arc::new(DetectionService::new(&settings));
+        let detection = Arc::new(DetectionService::new(&settings, flags));
         Ok(Self {
             settings: Arc::new(settings),
             grpc_listener,
@@ -140,6 +157,12 @@ impl Application {
         let background_stop = CancellationToken::new();
         let streams = TaskTracker::new();
 
+        spawn_watcher(
+            Arc::clone(detection.flags()),
+            std::time::Duration::from_secs_f64(settings.flags.poll_interval),
+            std::time::Duration::from_secs_f64(settings.flags.debounce),
+            background_stop.clone(),
+        );
         spawn_liveness_watchdog(
             health.clone(),
             settings.health.liveness_stall_threshold(),
@@ -193,6 +216,7 @@ impl Application {
                     Arc::clone(&detection),
                     streams_stop.clone(),
                     streams.clone(),
+                    settings.flags.headers(),
                 ))
                 .max_decoding_message_size(max_message),
             )

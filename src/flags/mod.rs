@@ -152,9 +152,22 @@ impl FlagSet {
         Ok(definition::merge(vec![parsed], revision))
     }
 
-    /// The built-in flags.
-    pub fn built_in() -> Self {
-        match Self::parse("built-in flags.json", BUILT_IN) {
+    /// The built-in flags, with the configured defaults as the default
+    /// variants of `detector-engine` and `max-text-chars` (so
+    /// `--default-engine` and `--max-text-chars` work without a flag source).
+    pub fn built_in(default_engine: &str, max_text_chars: usize) -> Self {
+        let content = serde_json::from_str::<Value>(BUILT_IN)
+            .map(|mut doc| {
+                if let Some(engine) = doc.pointer_mut("/flags/detector-engine/defaultVariant") {
+                    *engine = Value::String(default_engine.to_owned());
+                }
+                if let Some(limit) = doc.pointer_mut("/flags/max-text-chars/variants/default") {
+                    *limit = Value::from(max_text_chars);
+                }
+                doc.to_string()
+            })
+            .unwrap_or_else(|_| BUILT_IN.to_owned());
+        match Self::parse("built-in flags.json", &content) {
             Ok(set) => set,
             // The built-in file is checked by a unit test; an empty set (every
             // flag FLAG_NOT_FOUND, code defaults served) is the safe fallback.

@@ -136,9 +136,10 @@ pub fn load_path(path: &Path) -> Result<FlagSet, DefinitionErrors> {
 }
 
 impl FlagStore {
-    /// A store serving the built-in flags, with no source to watch.
-    pub fn built_in() -> Self {
-        Self::with(FlagSet::built_in(), None)
+    /// A store serving the built-in flags (see [`FlagSet::built_in`]), with
+    /// no source to watch.
+    pub fn built_in(default_engine: &str, max_text_chars: usize) -> Self {
+        Self::with(FlagSet::built_in(default_engine, max_text_chars), None)
     }
 
     /// Loads `path`; bad content is an error (at startup, refuse to start).
@@ -188,9 +189,8 @@ impl FlagStore {
                 // Same bad content as last time: already counted and logged.
                 return Err(DefinitionErrors(Vec::new()));
             }
-            build(&sources).map(Some).map_err(|e| {
+            build(&sources).map(Some).inspect_err(|_| {
                 self.lock().last_failed_revision = Some(revision.clone());
-                e
             })
         });
         match result {

@@ -9,7 +9,10 @@ use super::pb;
 use crate::configuration::Settings;
 use crate::detection::DetectionService;
 use crate::engine::Language;
+use crate::flags;
 use crate::health::HealthState;
+
+const EVALUATE_FLAGS: &str = "switchyard.v1.Admin/EvaluateFlags";
 
 /// The Admin service.
 pub struct AdminService {
@@ -69,6 +72,85 @@ impl pb::admin_server::Admin for AdminService {
             health: self.health.snapshot().into_iter().collect(),
             effective_config_json: self.settings.to_json(),
             draining: self.health.is_draining(),
+            flags: Some(self.flags_info()),
+            dark_launch: Some(self.dark_launch_info()),
         }))
+    }
+
+    async fn evaluate_flags(
+        &self,
+        request: Request<pb::EvaluateFlagsRequest>,
+    ) -> Result<Response<pb::EvaluateFlagsResponse>, Status> {
+        let headers = self.settings.flags.headers();
+        let from_metadata = super::detector::context(request.metadata(), EVALUATE_FLAGS, &headers);
+        let ctx = match request.into_inner().context {
+            Some(given) => {
+                let attributes = given
+                    .attributes
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
+                let key = Some(given.targeting_key).filter(|k| !k.is_empty());
+                flags::Context::new(key.as_deref(), attributes)
+            }
+            None => self.detection.flag_context(&from_metadata),
+        };
+        let set = self.detection.flags().current();
+        let flags = set
+            .keys()
+            .into_iter()
+            .map(|key| {
+                let r = set.evaluate(key, &ctx);
+                pb::FlagEvaluation {
+                    key: key.to_owned(),
+                    value_json: r.value.map(ToString::to_string).unwrap_or_default(),
+                    variant: r.variant.unwrap_or_default().to_owned(),
+                    reason: r.reason.as_str().to_owned(),
+                    error_code: r.error.map(|e| e.as_str().to_owned()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::EvaluateFlagsResponse {
+            revision: set.revision.clone(),
+            flags,
+        }))
+    }
+}
+
+impl AdminService {
+    fn flags_info(&self) -> pb::FlagsInfo {
+        let store = self.detection.flags();
+        let status = store.status();
+        pb::FlagsInfo {
+            source: status.source,
+            revision: status.revision,
+            loaded_at: humantime::format_rfc3339_millis(status.loaded_at).to_string(),
+            last_error: status.last_error.unwrap_or_default(),
+            reloads_ok: status.reloads_ok,
+            reloads_failed: status.reloads_failed,
+            keys: store
+                .current()
+                .keys()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    fn dark_launch_info(&self) -> pb::DarkLaunchInfo {
+        let c = self.detection.dark_launcher().stats().counts();
+        let compared = c.matched + c.mismatched;
+        pb::DarkLaunchInfo {
+            matched: c.matched,
+            mismatched: c.mismatched,
+            skipped: c.skipped,
+            timed_out: c.timed_out,
+            errors: c.errors,
+            mean_candidate_seconds: if compared == 0 {
+                0.0
+            } else {
+                c.candidate_micros as f64 / compared as f64 / 1e6
+            },
+        }
     }
 }

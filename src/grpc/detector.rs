@@ -26,6 +26,8 @@ pub struct DetectorService {
     streams_stop: CancellationToken,
     /// Tracks the stream tasks so the drain can tell when they are gone.
     streams: TaskTracker,
+    /// Metadata names exposed to flag targeting.
+    context_headers: Arc<[String]>,
 }
 
 impl DetectorService {
@@ -34,23 +36,43 @@ impl DetectorService {
         detection: Arc<DetectionService>,
         streams_stop: CancellationToken,
         streams: TaskTracker,
+        context_headers: Vec<String>,
     ) -> Self {
         Self {
             detection,
             streams_stop,
             streams,
+            context_headers: context_headers.into(),
         }
+    }
+
+    fn context(&self, metadata: &MetadataMap, method: &'static str) -> RequestContext {
+        context(metadata, method, &self.context_headers)
     }
 }
 
-/// The request context from the call's metadata.
-fn context(metadata: &MetadataMap, method: &'static str) -> RequestContext {
-    let user_id = metadata
-        .get("x-user-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned);
-    RequestContext { user_id, method }
+/// The request context from the call's metadata: `x-user-id` and the
+/// configured attribute headers (exposed without their `x-` prefix).
+pub fn context(metadata: &MetadataMap, method: &'static str, headers: &[String]) -> RequestContext {
+    let text = |name: &str| {
+        metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let attributes = headers
+        .iter()
+        .filter_map(|name| {
+            let value = text(name)?;
+            Some((name.strip_prefix("x-").unwrap_or(name).to_owned(), value))
+        })
+        .collect();
+    RequestContext {
+        user_id: text("x-user-id"),
+        method,
+        attributes,
+    }
 }
 
 fn reply(outcome: Outcome) -> pb::DetectResponse {
@@ -78,7 +100,7 @@ impl pb::detector_server::Detector for DetectorService {
         &self,
         request: Request<pb::DetectRequest>,
     ) -> Result<Response<pb::DetectResponse>, Status> {
-        let ctx = context(request.metadata(), DETECT);
+        let ctx = self.context(request.metadata(), DETECT);
         let text = request.into_inner().text;
         let outcome = self.detection.detect(&ctx, text, false).await?;
         Ok(Response::new(reply(outcome)))
@@ -90,7 +112,7 @@ impl pb::detector_server::Detector for DetectorService {
         &self,
         request: Request<Streaming<pb::DetectRequest>>,
     ) -> Result<Response<Self::DetectStreamStream>, Status> {
-        let ctx = context(request.metadata(), DETECT_STREAM);
+        let ctx = self.context(request.metadata(), DETECT_STREAM);
         let mut inbound = request.into_inner();
         let detection = Arc::clone(&self.detection);
         let stop = self.streams_stop.clone();
