@@ -70,11 +70,33 @@ pub fn read_source(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DefinitionErro
         let name = path.display().to_string();
         return Ok(vec![(name, read_limited(path).map_err(fail)?)]);
     }
-    // Resolve `..data` once so every file comes from the same generation.
-    let base = match std::fs::read_link(path.join("..data")) {
-        Ok(target) => path.join(target),
-        Err(_) => path.to_path_buf(),
+    // Read every file through one resolution of `..data`, so all come from
+    // the same generation. The kubelet deletes the previous generation right
+    // after its rename, so a read that raced a swap is retried on the new one.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let generation = std::fs::read_link(path.join("..data")).ok();
+        let result = read_generation(path, generation.as_deref());
+        let now = std::fs::read_link(path.join("..data")).ok();
+        if generation == now || attempts >= 5 {
+            return result;
+        }
+    }
+}
+
+fn read_generation(
+    path: &Path,
+    generation: Option<&Path>,
+) -> Result<Vec<(String, Vec<u8>)>, DefinitionErrors> {
+    let fail = |problem: String| {
+        DefinitionErrors(vec![DefinitionError {
+            file: path.display().to_string(),
+            flag: None,
+            problem,
+        }])
     };
+    let base = generation.map_or_else(|| path.to_path_buf(), |g| path.join(g));
     let mut names: Vec<String> = std::fs::read_dir(&base)
         .map_err(|e| fail(format!("cannot list: {e}")))?
         .filter_map(Result::ok)
@@ -214,6 +236,15 @@ impl FlagStore {
             }
             Err(DefinitionErrors(errors)) if errors.is_empty() => Ok(false),
             Err(errors) => {
+                let message = errors.to_string();
+                let mut state = self.lock();
+                if state.last_error.as_deref() == Some(message.as_str()) {
+                    // Still the same problem (e.g. a missing directory on
+                    // every poll): counted and logged once.
+                    return Err(errors);
+                }
+                state.last_error = Some(message);
+                drop(state);
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 for error in &errors.0 {
                     tracing::warn!(
@@ -223,7 +254,6 @@ impl FlagStore {
                         "flag reload failed: keeping the last good flags"
                     );
                 }
-                self.lock().last_error = Some(errors.to_string());
                 Err(errors)
             }
         }

@@ -292,3 +292,145 @@ async fn check_exits_0_only_when_serving() {
     assert_eq!(nobody.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));
 }
+
+fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+const FRACTIONAL: &str = r#"{"flags": {"fractional-flag": {
+    "state": "ENABLED",
+    "variants": {"clubs": "clubs", "diamonds": "diamonds", "hearts": "hearts", "spades": "spades"},
+    "defaultVariant": "clubs",
+    "targeting": {"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "user.name"}]},
+        ["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]}
+}, "off": {"state": "DISABLED", "variants": {"a": 1}, "defaultVariant": "a"}}}"#;
+
+#[test]
+fn flags_validate_exits_0_for_valid_files_and_lists_every_error_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(dir.path(), "good.json", FRACTIONAL);
+    let out = Command::new(BIN)
+        .args(["flags", "validate", &good])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("ok: {good} (2 flags")));
+    // The repository's own built-in flags pass.
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/flags/flags.json");
+    assert_eq!(
+        Command::new(BIN)
+            .args(["flags", "validate", builtin])
+            .status()
+            .expect("runs")
+            .code(),
+        Some(0)
+    );
+
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "flags:\n  a:\n    state: ENABLED\n    variants: {x: 1}\n    defaultVariant: y\n  b:\n    state: ENABLED\n    variants: {x: 1}\n    defaultVariant: x\n    targeting: {nope: [1]}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["flags", "validate", &good, &bad])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{bad}: flag `a`: defaultVariant \"y\"")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{bad}: flag `b`: targeting does not compile: unknown operator `nope`"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flags_eval_prints_flagd_style_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "flags.json", FRACTIONAL);
+    let eval = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["flags", "eval", &file])
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = eval(&[
+        "--flag",
+        "fractional-flag",
+        "--context",
+        r#"{"targetingKey": "alice", "user": {"name": "jack"}}"#,
+    ]);
+    assert_eq!(code, Some(0));
+    let one: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        one,
+        serde_json::json!({"key": "fractional-flag", "value": "hearts", "variant": "hearts", "reason": "TARGETING_MATCH"})
+    );
+
+    let (code, stdout, _) = eval(&["--context", r#"{"user": {"name": "queen"}}"#]);
+    assert_eq!(code, Some(0));
+    let all: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(all["fractional-flag"]["variant"], "spades");
+    assert_eq!(all["off"]["reason"], "DISABLED");
+    assert_eq!(all["off"]["value"], serde_json::Value::Null);
+
+    let (code, stdout, _) = eval(&["--flag", "nope"]);
+    assert_eq!(code, Some(0));
+    let missing: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        (missing["reason"].as_str(), missing["errorCode"].as_str()),
+        (Some("ERROR"), Some("FLAG_NOT_FOUND"))
+    );
+
+    let (code, _, stderr) = eval(&["--context", "[1, 2]"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--context"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_at_startup_exit_2_naming_the_file_and_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "flags.json",
+        r#"{"flags": {"detector-engine": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "b"}}}"#,
+    );
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--flags", dir.path().to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("flags.json: flag `detector-engine`: defaultVariant \"b\""),
+        "{stderr}"
+    );
+}

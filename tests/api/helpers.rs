@@ -214,15 +214,15 @@ impl EngineLoader for GatedLoader {
     }
 }
 
-/// whatlang that takes `delay` per call: an in-flight request a test can hold.
+/// An engine that takes `delay` per call: an in-flight request a test can hold.
 pub struct SlowEngine {
-    inner: WhatlangEngine,
+    inner: Arc<dyn Engine>,
     delay: Duration,
 }
 
 impl Engine for SlowEngine {
     fn kind(&self) -> EngineKind {
-        EngineKind::Whatlang
+        self.inner.kind()
     }
 
     fn detect(&self, text: &str) -> Detection {
@@ -244,7 +244,7 @@ impl EngineLoader for SlowLoader {
             .cloned()
             .ok_or_else(|| EngineError::Load("no lingua".into()))?;
         let slow: Arc<dyn Engine> = Arc::new(SlowEngine {
-            inner: WhatlangEngine::new(),
+            inner: Arc::new(WhatlangEngine::new()),
             delay: self.0,
         });
         Engines::new(
@@ -264,4 +264,103 @@ pub async fn eventually(within: Duration, what: &str, mut condition: impl FnMut(
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Loads the real whatlang and a lingua that takes the given time per call
+/// (a slow dark-launch candidate).
+pub struct SlowLinguaLoader(pub Duration);
+
+impl EngineLoader for SlowLinguaLoader {
+    fn load(&self) -> Result<Engines, EngineError> {
+        let real = RealEngines.load()?;
+        let [whatlang, lingua] = real.loaded().map(Clone::clone);
+        let slow: Arc<dyn Engine> = Arc::new(SlowEngine {
+            inner: lingua.engine,
+            delay: self.0,
+        });
+        Engines::new(
+            whatlang,
+            LoadedEngine {
+                engine: slow,
+                load_time: Duration::ZERO,
+            },
+        )
+    }
+}
+
+/// A directory updated exactly the way the kubelet's AtomicWriter updates a
+/// ConfigMap volume: files live in a `..<timestamp>` directory, `..data`
+/// points at it, and the visible names are symlinks through `..data`. An
+/// update writes a new timestamped directory, points `..data_tmp` at it,
+/// renames `..data_tmp` over `..data`, fixes the visible symlinks and
+/// deletes the old directory.
+pub struct ConfigMapDir {
+    pub dir: tempfile::TempDir,
+    generation: u32,
+    current: Option<String>,
+    names: Vec<String>,
+}
+
+impl ConfigMapDir {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let mut cm = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            generation: 0,
+            current: None,
+            names: Vec::new(),
+        };
+        cm.update(files);
+        cm
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// After the directory was deleted: a fresh volume at the same path.
+    pub fn recreate(&mut self, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(self.dir.path()).expect("recreate");
+        self.current = None;
+        self.names.clear();
+        self.update(files);
+    }
+
+    /// One atomic update to exactly `files`.
+    pub fn update(&mut self, files: &[(&str, &str)]) {
+        use std::os::unix::fs::symlink;
+        let root = self.dir.path();
+        self.generation += 1;
+        let stamp = format!("..2026_11_25_21_00_00.{:09}", self.generation);
+        let new_dir = root.join(&stamp);
+        std::fs::create_dir(&new_dir).expect("timestamped dir");
+        for (name, content) in files {
+            std::fs::write(new_dir.join(name), content).expect("write file");
+        }
+        let tmp = root.join("..data_tmp");
+        symlink(&stamp, &tmp).expect("..data_tmp symlink");
+        std::fs::rename(&tmp, root.join("..data")).expect("rename over ..data");
+        let new_names: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+        for name in &new_names {
+            let visible = root.join(name);
+            if std::fs::symlink_metadata(&visible).is_err() {
+                symlink(format!("..data/{name}"), &visible).expect("visible symlink");
+            }
+        }
+        for old in self.names.iter().filter(|n| !new_names.contains(n)) {
+            let _ = std::fs::remove_file(root.join(old));
+        }
+        if let Some(old) = self.current.replace(stamp) {
+            std::fs::remove_dir_all(root.join(old)).expect("remove old generation");
+        }
+        self.names = new_names;
+    }
+}
+
+/// A flag file setting `detector-engine` and `max-text-chars`.
+pub fn engine_flags(engine: &str, max_text_chars: usize) -> String {
+    serde_json::json!({"flags": {
+        "detector-engine": {"state": "ENABLED", "variants": {"whatlang": "whatlang", "lingua": "lingua"}, "defaultVariant": engine},
+        "max-text-chars": {"state": "ENABLED", "variants": {"limit": max_text_chars}, "defaultVariant": "limit"}
+    }})
+    .to_string()
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod binary;
 mod detect;
 mod drain;
+mod flags;
 mod grpcurl;
 mod health;
 mod helpers;
