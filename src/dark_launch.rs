@@ -24,6 +24,9 @@ pub struct DarkLaunchStats {
     errors: AtomicU64,
     /// Sum of candidate latencies in microseconds (for a mean).
     candidate_micros: AtomicU64,
+    /// Sum of the served engine's latencies in microseconds, for the same
+    /// requests (compared ones), so the two means are comparable.
+    served_micros: AtomicU64,
     last_mismatch_log: Mutex<Option<Instant>>,
 }
 
@@ -36,6 +39,7 @@ pub struct DarkLaunchCounts {
     pub timed_out: u64,
     pub errors: u64,
     pub candidate_micros: u64,
+    pub served_micros: u64,
 }
 
 impl DarkLaunchStats {
@@ -48,6 +52,7 @@ impl DarkLaunchStats {
             timed_out: self.timed_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             candidate_micros: self.candidate_micros.load(Ordering::Relaxed),
+            served_micros: self.served_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -78,8 +83,14 @@ impl DarkLauncher {
     }
 
     /// Starts `candidate` on `text` and returns at once; `served` is the
-    /// answer the client got.
-    pub fn launch(&self, candidate: Arc<dyn Engine>, text: Arc<str>, served: Detection) {
+    /// answer the client got and `served_latency` how long it took.
+    pub fn launch(
+        &self,
+        candidate: Arc<dyn Engine>,
+        text: Arc<str>,
+        served: Detection,
+        served_latency: Duration,
+    ) {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -106,6 +117,9 @@ impl DarkLauncher {
                 Ok(Ok(candidate_answer)) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats.candidate_micros.fetch_add(micros, Ordering::Relaxed);
+                    stats
+                        .served_micros
+                        .fetch_add(served_latency.as_micros() as u64, Ordering::Relaxed);
                     if candidate_answer.language == served.language {
                         stats.matched.fetch_add(1, Ordering::Relaxed);
                     } else {

@@ -76,6 +76,8 @@ pub struct DetectionService {
     max_concurrent: usize,
     flags: Arc<FlagStore>,
     dark: DarkLauncher,
+    /// Flag evaluations that failed and served the code default.
+    flag_errors: std::sync::atomic::AtomicU64,
 }
 
 impl DetectionService {
@@ -98,7 +100,13 @@ impl DetectionService {
                 settings.dark_launch.max_in_flight,
                 Duration::from_secs_f64(settings.dark_launch.timeout),
             ),
+            flag_errors: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Flag evaluations that failed (and served the code default) so far.
+    pub fn flag_errors(&self) -> u64 {
+        self.flag_errors.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The flag store.
@@ -155,6 +163,8 @@ impl DetectionService {
         let flag_set = self.flags.current();
         let decision = release::decide(&flag_set, &self.flag_context(ctx), &self.settings);
         for (flag, error) in &decision.errors {
+            self.flag_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(
                 flag,
                 error = error.as_str(),
@@ -185,6 +195,7 @@ impl DetectionService {
         // answering health checks. If the caller's deadline passes, this
         // future is dropped and no further work starts for the call; the
         // detection already running is bounded by max_text_chars.
+        let started = std::time::Instant::now();
         let detection = tokio::task::spawn_blocking(move || engine.detect(&text))
             .await
             .map_err(|e| DetectError::Engine {
@@ -192,8 +203,13 @@ impl DetectionService {
                 reason: e.to_string(),
             })?;
         if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
-            self.dark
-                .launch(Arc::clone(engines.get(candidate)), text, detection);
+            let served_latency = started.elapsed();
+            self.dark.launch(
+                Arc::clone(engines.get(candidate)),
+                text,
+                detection,
+                served_latency,
+            );
         }
         Ok(Outcome {
             detection,

@@ -128,6 +128,7 @@ impl AdminService {
             last_error: status.last_error.unwrap_or_default(),
             reloads_ok: status.reloads_ok,
             reloads_failed: status.reloads_failed,
+            evaluation_errors: self.detection.flag_errors(),
             keys: store
                 .current()
                 .keys()
@@ -140,17 +141,21 @@ impl AdminService {
     fn dark_launch_info(&self) -> pb::DarkLaunchInfo {
         let c = self.detection.dark_launcher().stats().counts();
         let compared = c.matched + c.mismatched;
+        let mean = |micros: u64| {
+            if compared == 0 {
+                0.0
+            } else {
+                micros as f64 / compared as f64 / 1e6
+            }
+        };
         pb::DarkLaunchInfo {
             matched: c.matched,
             mismatched: c.mismatched,
             skipped: c.skipped,
             timed_out: c.timed_out,
             errors: c.errors,
-            mean_candidate_seconds: if compared == 0 {
-                0.0
-            } else {
-                c.candidate_micros as f64 / compared as f64 / 1e6
-            },
+            mean_candidate_seconds: mean(c.candidate_micros),
+            mean_served_seconds: mean(c.served_micros),
         }
     }
 }

@@ -528,3 +528,48 @@ async fn the_max_text_chars_flag_is_a_live_kill_switch() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_candidate_is_counted_and_harms_no_reply() {
+    let cm = ConfigMapDir::new(&[("flags.json", &dark_flags("lingua"))]);
+    let path = cm.path().to_str().expect("utf-8").to_owned();
+    let app = TestApp::spawn_with(
+        settings(&[("flags.path", &path)]),
+        Arc::new(crate::helpers::PanickingLinguaLoader),
+    )
+    .await
+    .ready()
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.detect(ENGLISH, "alice").await.expect("served").engine,
+            "whatlang"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let dark = info(&app).await.dark_launch.expect("info");
+        if dark.errors == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dark:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broken_flag_serves_the_code_default_and_is_counted() {
+    let bad_value = serde_json::json!({"flags": {
+        "detector-engine": {"state": "ENABLED", "variants": {"x": "cld3"}, "defaultVariant": "x"},
+        "max-text-chars": {"state": "ENABLED", "variants": {"x": "many"}, "defaultVariant": "x"}
+    }});
+    let cm = ConfigMapDir::new(&[("flags.json", &bad_value.to_string())]);
+    let app = app_on(&cm, &[("detector.default_engine", "lingua")]).await;
+    let reply = app
+        .detect(ENGLISH, "alice")
+        .await
+        .expect("never fails a request");
+    assert_eq!(reply.engine, "lingua", "the configured default");
+    let flags = info(&app).await.flags.expect("flags");
+    assert_eq!(flags.evaluation_errors, 2, "{flags:?}");
+}

@@ -364,3 +364,33 @@ pub fn engine_flags(engine: &str, max_text_chars: usize) -> String {
     }})
     .to_string()
 }
+
+/// A lingua that panics on every call: a broken dark-launch candidate.
+struct PanickingLingua;
+
+impl Engine for PanickingLingua {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Lingua
+    }
+
+    fn detect(&self, _text: &str) -> Detection {
+        panic!("candidate engine bug")
+    }
+}
+
+/// Loads the real whatlang and a lingua that panics.
+pub struct PanickingLinguaLoader;
+
+impl EngineLoader for PanickingLinguaLoader {
+    fn load(&self) -> Result<Engines, EngineError> {
+        let [whatlang, _] = RealEngines.load()?.loaded().map(Clone::clone);
+        let broken: Arc<dyn Engine> = Arc::new(PanickingLingua);
+        Engines::new(
+            whatlang,
+            LoadedEngine {
+                engine: broken,
+                load_time: Duration::ZERO,
+            },
+        )
+    }
+}
