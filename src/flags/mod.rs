@@ -221,7 +221,7 @@ impl FlagSet {
         let env = Env {
             data: &ctx.data,
             flag_key: &flag.key,
-            timestamp: now(),
+            timestamp: if rule.needs_time() { now() } else { 0 },
         };
         let chosen = match rule.evaluate(&env) {
             Ok(v) => v,

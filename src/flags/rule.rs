@@ -116,7 +116,11 @@ enum Iter {
 
 /// A compiled targeting rule.
 #[derive(Debug, Clone)]
-pub struct Rule(Node);
+pub struct Rule {
+    root: Node,
+    /// Whether the rule can read `$flagd.timestamp` (the clock is read only then).
+    needs_time: bool,
+}
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -145,12 +149,21 @@ enum Node {
 impl Rule {
     /// Compiles a JsonLogic rule (with any `$ref` already resolved).
     pub fn compile(rule: &Value) -> Result<Self, CompileError> {
-        compile(rule).map(Rule)
+        let root = compile(rule)?;
+        let text = rule.to_string();
+        // Conservative: any mention of $flagd, or a computed var path.
+        let needs_time = text.contains("$flagd") || has_dynamic_var(&root);
+        Ok(Rule { root, needs_time })
+    }
+
+    /// Whether evaluation needs `Env::timestamp` to be set.
+    pub fn needs_time(&self) -> bool {
+        self.needs_time
     }
 
     /// Evaluates the rule in `env`.
     pub fn evaluate<'a>(&'a self, env: &Env<'a>) -> Result<Cow<'a, Value>, EvalError> {
-        eval(&self.0, env)
+        eval(&self.root, env)
     }
 }
 
@@ -161,11 +174,41 @@ fn args_of(value: &Value) -> Vec<&Value> {
     }
 }
 
+fn has_dynamic_var(node: &Node) -> bool {
+    match node {
+        Node::DynVar { .. } => true,
+        Node::Literal(_) => false,
+        Node::Var { default, .. } => default.as_deref().is_some_and(has_dynamic_var),
+        Node::Array(items) | Node::Op(_, items) => items.iter().any(has_dynamic_var),
+        Node::Iter(_, a, b) => has_dynamic_var(a) || has_dynamic_var(b),
+        Node::Reduce(a, b, c) => has_dynamic_var(a) || has_dynamic_var(b) || has_dynamic_var(c),
+        Node::Fractional { key, buckets } => {
+            key.as_deref().is_some_and(has_dynamic_var)
+                || buckets.iter().any(|(n, _)| has_dynamic_var(n))
+        }
+        Node::SemVer(a, _, b) => has_dynamic_var(a) || has_dynamic_var(b),
+    }
+}
+
 fn compile(rule: &Value) -> Result<Node, CompileError> {
     match rule {
-        Value::Array(items) => Ok(Node::Array(
-            items.iter().map(compile).collect::<Result<_, _>>()?,
-        )),
+        Value::Array(items) => {
+            let nodes: Vec<Node> = items.iter().map(compile).collect::<Result<_, _>>()?;
+            // An array of literals is itself a literal: no copy per evaluation.
+            if nodes.iter().all(|n| matches!(n, Node::Literal(_))) {
+                Ok(Node::Literal(Value::Array(
+                    nodes
+                        .into_iter()
+                        .filter_map(|n| match n {
+                            Node::Literal(v) => Some(v),
+                            _ => None,
+                        })
+                        .collect(),
+                )))
+            } else {
+                Ok(Node::Array(nodes))
+            }
+        }
         Value::Object(map) if map.len() == 1 => {
             let (name, raw_args) = map
                 .iter()
