@@ -173,7 +173,7 @@ impl DetectionService {
         }
         validate(&text, decision.max_text_chars)?;
         let engines = self.engines.get().ok_or(DetectError::NotReady)?;
-        let _permit = if wait_for_permit {
+        let permit = if wait_for_permit {
             Arc::clone(&self.permits)
                 .acquire_owned()
                 .await
@@ -196,12 +196,17 @@ impl DetectionService {
         // future is dropped and no further work starts for the call; the
         // detection already running is bounded by max_text_chars.
         let started = std::time::Instant::now();
-        let detection = tokio::task::spawn_blocking(move || engine.detect(&text))
-            .await
-            .map_err(|e| DetectError::Engine {
-                engine: kind,
-                reason: e.to_string(),
-            })?;
+        // The permit goes with the work: a call abandoned at its deadline
+        // keeps its slot until the engine really finishes.
+        let detection = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            engine.detect(&text)
+        })
+        .await
+        .map_err(|e| DetectError::Engine {
+            engine: kind,
+            reason: e.to_string(),
+        })?;
         if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
             let served_latency = started.elapsed();
             self.dark.launch(

@@ -168,7 +168,7 @@ async fn an_in_flight_unary_call_completes_during_the_drain() {
 async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
     let app = TestApp::spawn_with(
         settings(&[("drain.delay", "0"), ("drain.timeout", "0.5")]),
-        Arc::new(SlowLoader(Duration::from_secs(10))),
+        Arc::new(SlowLoader(Duration::from_secs(3))),
     )
     .await
     .ready()

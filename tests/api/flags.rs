@@ -114,7 +114,10 @@ async fn kubelet_swaps_under_load_fail_no_request_and_switch_engines() {
     );
     let info = info(&app).await;
     let flags = info.flags.expect("flags info");
-    assert!(flags.reloads_ok >= 20, "{flags:?}");
+    assert!(
+        flags.reloads_ok >= 15,
+        "most swaps reloaded (close ones may coalesce): {flags:?}"
+    );
     assert_eq!(flags.reloads_failed, 0);
 }
 
