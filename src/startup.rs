@@ -149,6 +149,23 @@ impl Application {
         } = self;
         let mut signals = signals.fuse();
 
+        // Built before any task starts, so a failure here leaves nothing running.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+
         // Cancelled at step 4: stop accepting, GOAWAY.
         let stop_accepting = CancellationToken::new();
         // Cancelled at step 4: long-lived streams end with UNAVAILABLE.
@@ -193,21 +210,6 @@ impl Application {
             })
         };
 
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                )
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| StartupError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| StartupError::Reflection(e.to_string()))?;
         let max_message = settings.server.max_decoding_message_size;
         let routes = tonic::service::Routes::new(reflection_v1)
             .add_service(reflection_v1alpha)

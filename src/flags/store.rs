@@ -58,13 +58,7 @@ struct State {
 /// `*.yml`, in file-name order, read through one resolution of `..data`) or a
 /// single file. Returns (name, content) pairs.
 pub fn read_source(path: &Path) -> Result<Vec<(String, Vec<u8>)>, DefinitionErrors> {
-    let fail = |problem: String| {
-        DefinitionErrors(vec![DefinitionError {
-            file: path.display().to_string(),
-            flag: None,
-            problem,
-        }])
-    };
+    let fail = |problem: String| source_error(path, problem);
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     if meta.is_file() {
         let name = path.display().to_string();
@@ -89,13 +83,7 @@ fn read_generation(
     path: &Path,
     generation: Option<&Path>,
 ) -> Result<Vec<(String, Vec<u8>)>, DefinitionErrors> {
-    let fail = |problem: String| {
-        DefinitionErrors(vec![DefinitionError {
-            file: path.display().to_string(),
-            flag: None,
-            problem,
-        }])
-    };
+    let fail = |problem: String| source_error(path, problem);
     let base = generation.map_or_else(|| path.to_path_buf(), |g| path.join(g));
     let mut names: Vec<String> = std::fs::read_dir(&base)
         .map_err(|e| fail(format!("cannot list: {e}")))?
@@ -114,16 +102,20 @@ fn read_generation(
     names
         .into_iter()
         .map(|name| {
-            let content = read_limited(&base.join(&name)).map_err(|problem| {
-                DefinitionErrors(vec![DefinitionError {
-                    file: path.join(&name).display().to_string(),
-                    flag: None,
-                    problem,
-                }])
-            })?;
+            let content = read_limited(&base.join(&name))
+                .map_err(|problem| source_error(&path.join(&name), problem))?;
             Ok((path.join(&name).display().to_string(), content))
         })
         .collect()
+}
+
+/// A problem with a file or directory as a whole (no flag to name).
+fn source_error(file: &Path, problem: String) -> DefinitionErrors {
+    DefinitionErrors(vec![DefinitionError {
+        file: file.display().to_string(),
+        flag: None,
+        problem,
+    }])
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
