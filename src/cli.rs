@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// stable | canary | blue | green | shadow [default: stable] (deployment.track).
     #[arg(long, value_name = "TRACK")]
     pub track: Option<String>,
+    /// Release version reported in replies, e.g. `v2` [default: the build version] (deployment.version).
+    #[arg(long, value_name = "VERSION")]
+    pub app_version: Option<String>,
     /// Longest text accepted, in characters [default: 10000] (detector.max_text_chars).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_text_chars: Option<String>,
@@ -123,13 +126,14 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 14] = [
+        let pairs: [(&'static str, &Option<String>); 15] = [
             ("flags.path", &self.flags),
             ("server.grpc_addr", &self.grpc_addr),
             ("server.admin_addr", &self.admin_addr),
             ("drain.delay", &self.drain_delay),
             ("drain.timeout", &self.drain_timeout),
             ("deployment.track", &self.track),
+            ("deployment.version", &self.app_version),
             ("detector.max_text_chars", &self.max_text_chars),
             (
                 "server.max_concurrent_requests",

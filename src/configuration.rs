@@ -165,6 +165,9 @@ impl FromStr for Track {
 pub struct DeploymentSettings {
     /// The release track, reported in `served_by`.
     pub track: Track,
+    /// The release version reported in `served_by`, `GetInfo` and metrics
+    /// (e.g. the pod's `version` label, `v1`); defaults to the build version.
+    pub version: String,
     /// Pod name (downward API `POD_NAME`; the host name outside Kubernetes).
     pub pod: String,
     /// Namespace (downward API `POD_NAMESPACE`).
@@ -253,6 +256,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("drain.timeout", "20"),
     ("deployment.track", "stable"),
     ("deployment.namespace", "default"),
+    ("deployment.version", crate::VERSION),
     ("detector.default_engine", "whatlang"),
     ("detector.max_text_chars", "10000"),
     ("health.liveness_stall_threshold", "10"),
@@ -391,6 +395,12 @@ impl Settings {
             return Err(ConfigError::setting(
                 "server.max_decoding_message_size",
                 "must be at least 1024 bytes",
+            ));
+        }
+        if self.deployment.version.trim().is_empty() {
+            return Err(ConfigError::setting(
+                "deployment.version",
+                "must not be empty",
             ));
         }
         if self.deployment.pod.is_empty() {

@@ -3,6 +3,7 @@
 //! Nothing here knows about protobuf; the gRPC edge converts to and from
 //! these types and maps [`DetectError`] to a status in exactly one place.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -26,6 +27,30 @@ pub struct RequestContext {
     /// Metadata exposed to targeting rules, names without the `x-` prefix
     /// (`user-group`, `client-version`, `country` by default).
     pub attributes: Vec<(String, String)>,
+    /// A mirrored copy (authority ending in `-shadow`): its reply goes
+    /// nowhere, and it is counted apart from real traffic.
+    pub mirrored: bool,
+}
+
+/// Detection requests received (each Detect call and each DetectStream
+/// message), real and shadow apart.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    requests: AtomicU64,
+    shadow: AtomicU64,
+}
+
+impl Traffic {
+    /// Requests received that were not shadow traffic.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Shadow requests received: mirrored copies, or anything served on the
+    /// shadow track.
+    pub fn shadow(&self) -> u64 {
+        self.shadow.load(Ordering::Relaxed)
+    }
 }
 
 /// Which build and track served a reply.
@@ -77,7 +102,8 @@ pub struct DetectionService {
     flags: Arc<FlagStore>,
     dark: DarkLauncher,
     /// Flag evaluations that failed and served the code default.
-    flag_errors: std::sync::atomic::AtomicU64,
+    flag_errors: AtomicU64,
+    traffic: Traffic,
 }
 
 impl DetectionService {
@@ -89,7 +115,7 @@ impl DetectionService {
             engines: OnceLock::new(),
             settings: settings.detector.clone(),
             served_by: ServedBy {
-                version: crate::VERSION.to_owned(),
+                version: settings.deployment.version.clone(),
                 pod: settings.deployment.pod.clone(),
                 track: settings.deployment.track,
             },
@@ -100,13 +126,25 @@ impl DetectionService {
                 settings.dark_launch.max_in_flight,
                 Duration::from_secs_f64(settings.dark_launch.timeout),
             ),
-            flag_errors: std::sync::atomic::AtomicU64::new(0),
+            flag_errors: AtomicU64::new(0),
+            traffic: Traffic::default(),
         }
     }
 
     /// Flag evaluations that failed (and served the code default) so far.
     pub fn flag_errors(&self) -> u64 {
-        self.flag_errors.load(std::sync::atomic::Ordering::Relaxed)
+        self.flag_errors.load(Ordering::Relaxed)
+    }
+
+    /// Requests received, real and shadow.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// Whether a request is shadow traffic: a mirrored copy, or any request
+    /// on the shadow track.
+    pub fn is_shadow(&self, ctx: &RequestContext) -> bool {
+        ctx.mirrored || self.served_by.track == Track::Shadow
     }
 
     /// The flag store.
@@ -159,12 +197,17 @@ impl DetectionService {
         text: String,
         wait_for_permit: bool,
     ) -> Result<Outcome, DetectError> {
+        let counter = if self.is_shadow(ctx) {
+            &self.traffic.shadow
+        } else {
+            &self.traffic.requests
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         // One flag set for the whole request: never a mix of two.
         let flag_set = self.flags.current();
         let decision = release::decide(&flag_set, &self.flag_context(ctx), &self.settings);
         for (flag, error) in &decision.errors {
-            self.flag_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.flag_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 flag,
                 error = error.as_str(),

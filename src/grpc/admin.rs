@@ -62,7 +62,8 @@ impl pb::admin_server::Admin for AdminService {
             })
             .unwrap_or_default();
         Ok(Response::new(pb::Info {
-            version: crate::VERSION.to_owned(),
+            version: self.settings.deployment.version.clone(),
+            build_version: crate::VERSION.to_owned(),
             git_commit: crate::GIT_COMMIT.to_owned(),
             track: self.settings.deployment.track.as_str().to_owned(),
             pod: self.settings.deployment.pod.clone(),
@@ -74,6 +75,10 @@ impl pb::admin_server::Admin for AdminService {
             draining: self.health.is_draining(),
             flags: Some(self.flags_info()),
             dark_launch: Some(self.dark_launch_info()),
+            traffic: Some(pb::TrafficInfo {
+                requests: self.detection.traffic().requests(),
+                shadow: self.detection.traffic().shadow(),
+            }),
         }))
     }
 

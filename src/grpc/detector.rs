@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::edge::inbound_status;
+use super::edge::{Mirrored, inbound_status};
 use super::pb;
 use crate::detection::{DetectionService, Outcome, RequestContext};
 use crate::health::draining;
@@ -46,8 +46,11 @@ impl DetectorService {
         }
     }
 
-    fn context(&self, metadata: &MetadataMap, method: &'static str) -> RequestContext {
-        context(metadata, method, &self.context_headers)
+    fn context<T>(&self, request: &Request<T>, method: &'static str) -> RequestContext {
+        RequestContext {
+            mirrored: request.extensions().get::<Mirrored>().is_some(),
+            ..context(request.metadata(), method, &self.context_headers)
+        }
     }
 }
 
@@ -72,6 +75,7 @@ pub fn context(metadata: &MetadataMap, method: &'static str, headers: &[String])
         user_id: text("x-user-id"),
         method,
         attributes,
+        mirrored: false,
     }
 }
 
@@ -100,7 +104,7 @@ impl pb::detector_server::Detector for DetectorService {
         &self,
         request: Request<pb::DetectRequest>,
     ) -> Result<Response<pb::DetectResponse>, Status> {
-        let ctx = self.context(request.metadata(), DETECT);
+        let ctx = self.context(&request, DETECT);
         let text = request.into_inner().text;
         let outcome = self.detection.detect(&ctx, text, false).await?;
         Ok(Response::new(reply(outcome)))
@@ -112,7 +116,7 @@ impl pb::detector_server::Detector for DetectorService {
         &self,
         request: Request<Streaming<pb::DetectRequest>>,
     ) -> Result<Response<Self::DetectStreamStream>, Status> {
-        let ctx = self.context(request.metadata(), DETECT_STREAM);
+        let ctx = self.context(&request, DETECT_STREAM);
         let mut inbound = request.into_inner();
         let detection = Arc::clone(&self.detection);
         let stop = self.streams_stop.clone();

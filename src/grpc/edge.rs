@@ -8,6 +8,9 @@
 //! - A request message above the decode limit is reported as
 //!   RESOURCE_EXHAUSTED (the gRPC spec's code) rather than tonic's
 //!   OUT_OF_RANGE.
+//! - A mirrored request is marked: Envoy (and Istio before 1.28) append
+//!   `-shadow` to the authority of the copies a mirror policy sends, so such
+//!   a request gets the [`Mirrored`] extension and is counted apart.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +23,19 @@ use tower::{Layer, Service};
 
 /// How much earlier than tonic's own timer this layer's deadline fires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
+
+/// Request extension: this request is a mirrored (shadow) copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mirrored;
+
+/// Whether an authority is a mirror's: its host ends in `-shadow`.
+pub fn is_mirrored_authority(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    host.ends_with("-shadow")
+}
 
 /// Adds [`Edge`] to a service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,7 +74,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if req
+            .uri()
+            .authority()
+            .is_some_and(|a| is_mirrored_authority(a.as_str()))
+        {
+            req.extensions_mut().insert(Mirrored);
+        }
         let deadline = grpc_timeout(req.headers());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -166,6 +189,25 @@ mod tests {
     fn malformed_grpc_timeouts_are_ignored() {
         for bad in ["", "S", "12", "1x", "123456789S", "-1S", "1.5S"] {
             assert_eq!(grpc_timeout(&headers(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mirrored_authorities_end_in_shadow() {
+        for yes in [
+            "switchyard-shadow",
+            "switchyard.ns.svc-shadow:50051",
+            "a-shadow:80",
+        ] {
+            assert!(is_mirrored_authority(yes), "{yes}");
+        }
+        for no in [
+            "switchyard",
+            "shadow.example:50051",
+            "a-shadowy:80",
+            "127.0.0.1:50051",
+        ] {
+            assert!(!is_mirrored_authority(no), "{no}");
         }
     }
 

@@ -2,7 +2,11 @@
 
 use switchyard::grpc::pb;
 
-use crate::helpers::TestApp;
+use std::sync::Arc;
+
+use switchyard::engine::RealEngines;
+
+use crate::helpers::{TestApp, settings};
 
 #[tokio::test]
 async fn get_info_reports_identity_engines_health_and_config() {
@@ -15,6 +19,7 @@ async fn get_info_reports_identity_engines_health_and_config() {
         .expect("get_info")
         .into_inner();
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.build_version, env!("CARGO_PKG_VERSION"));
     assert!(!info.git_commit.is_empty());
     assert_eq!(info.track, "stable");
     assert_eq!(info.pod, "test-pod");
@@ -39,4 +44,36 @@ async fn get_info_reports_identity_engines_health_and_config() {
         serde_json::from_str(&info.effective_config_json).expect("config is JSON");
     assert_eq!(config["drain"]["delay"], 0.2);
     assert_eq!(config["detector"]["max_text_chars"], 10000);
+}
+
+#[tokio::test]
+async fn app_version_names_the_release_in_info_and_replies() {
+    let app = TestApp::spawn_with(
+        settings(&[("deployment.version", "v2"), ("deployment.track", "canary")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    let info = app
+        .admin()
+        .await
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .expect("get_info")
+        .into_inner();
+    assert_eq!(info.version, "v2");
+    assert_eq!(info.build_version, env!("CARGO_PKG_VERSION"));
+    let reply = app
+        .detect(
+            "Der schnelle braune Fuchs springt über den faulen Hund",
+            "u1",
+        )
+        .await
+        .expect("detect");
+    let served_by = reply.served_by.expect("served_by");
+    assert_eq!(
+        (served_by.version.as_str(), served_by.track.as_str()),
+        ("v2", "canary")
+    );
 }

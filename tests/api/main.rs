@@ -11,3 +11,4 @@ mod flags;
 mod grpcurl;
 mod health;
 mod helpers;
+mod shadow;

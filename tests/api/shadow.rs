@@ -1,0 +1,76 @@
+//! Shadow traffic is told apart from real traffic: a mirrored copy (its
+//! authority ends in `-shadow`, as Envoy and Istio before 1.28 send it) or
+//! anything served with `--track shadow` is counted as shadow.
+
+use std::sync::Arc;
+
+use switchyard::engine::RealEngines;
+use switchyard::grpc::pb;
+use switchyard::grpc::pb::detector_client::DetectorClient;
+use tonic::transport::Channel;
+
+use crate::helpers::{TestApp, settings};
+
+const TEXT: &str = "Le renard brun rapide saute par-dessus le chien paresseux";
+
+async fn traffic(app: &TestApp) -> pb::TrafficInfo {
+    app.admin()
+        .await
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .expect("get_info")
+        .into_inner()
+        .traffic
+        .expect("traffic")
+}
+
+/// A client whose requests carry `authority` while connecting to `app`.
+async fn detector_as(app: &TestApp, authority: &str) -> DetectorClient<Channel> {
+    let channel = Channel::from_shared(app.endpoint())
+        .expect("valid uri")
+        .origin(format!("http://{authority}").parse().expect("origin"))
+        .connect()
+        .await
+        .expect("connects");
+    DetectorClient::new(channel)
+}
+
+async fn detect(client: &mut DetectorClient<Channel>) {
+    client
+        .detect(pb::DetectRequest { text: TEXT.into() })
+        .await
+        .expect("detect");
+}
+
+#[tokio::test]
+async fn mirrored_copies_are_counted_as_shadow_and_real_calls_are_not() {
+    let app = TestApp::spawn().await;
+    let mut real = detector_as(&app, "switchyard.switchyard.svc.cluster.local:50051").await;
+    let mut mirrored =
+        detector_as(&app, "switchyard.switchyard.svc.cluster.local-shadow:50051").await;
+    for _ in 0..3 {
+        detect(&mut real).await;
+    }
+    for _ in 0..2 {
+        detect(&mut mirrored).await;
+    }
+    let counted = traffic(&app).await;
+    assert_eq!((counted.requests, counted.shadow), (3, 2));
+}
+
+#[tokio::test]
+async fn everything_on_the_shadow_track_is_shadow() {
+    let app = TestApp::spawn_with(
+        settings(&[("deployment.track", "shadow")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    let mut client = app.detector().await;
+    for _ in 0..4 {
+        detect(&mut client).await;
+    }
+    let counted = traffic(&app).await;
+    assert_eq!((counted.requests, counted.shadow), (0, 4));
+}
