@@ -1,6 +1,5 @@
 //! Admin/GetInfo tells a person what this replica is.
 
-use switchyard::grpc::pb;
 
 use std::sync::Arc;
 
@@ -11,13 +10,7 @@ use crate::helpers::{TestApp, settings};
 #[tokio::test]
 async fn get_info_reports_identity_engines_health_and_config() {
     let app = TestApp::spawn().await;
-    let info = app
-        .admin()
-        .await
-        .get_info(pb::GetInfoRequest {})
-        .await
-        .expect("get_info")
-        .into_inner();
+    let info = app.info().await;
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.build_version, env!("CARGO_PKG_VERSION"));
     assert!(!info.git_commit.is_empty());
@@ -55,13 +48,7 @@ async fn app_version_names_the_release_in_info_and_replies() {
     .await
     .ready()
     .await;
-    let info = app
-        .admin()
-        .await
-        .get_info(pb::GetInfoRequest {})
-        .await
-        .expect("get_info")
-        .into_inner();
+    let info = app.info().await;
     assert_eq!(info.version, "v2");
     assert_eq!(info.build_version, env!("CARGO_PKG_VERSION"));
     let reply = app

@@ -23,15 +23,6 @@ async fn app_on(cm: &ConfigMapDir, extra: &[(&'static str, &str)]) -> TestApp {
         .await
 }
 
-async fn info(app: &TestApp) -> pb::Info {
-    app.admin()
-        .await
-        .get_info(pb::GetInfoRequest {})
-        .await
-        .expect("get_info")
-        .into_inner()
-}
-
 /// Polls Detect until it is answered by `engine`; returns how long it took.
 async fn until_engine(app: &TestApp, engine: &str, within: Duration) -> Duration {
     let started = Instant::now();
@@ -112,7 +103,7 @@ async fn kubelet_swaps_under_load_fail_no_request_and_switch_engines() {
         lingua > 0 && lingua < ok,
         "both engines served: {lingua} of {ok}"
     );
-    let info = info(&app).await;
+    let info = app.info().await;
     let flags = info.flags.expect("flags info");
     assert!(
         flags.reloads_ok >= 15,
@@ -214,7 +205,7 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
     let mut cm = ConfigMapDir::new(&[("flags.json", &engine_flags("lingua", 10_000))]);
     // A quick poll too: a deleted directory kills the directory watch.
     let app = app_on(&cm, &[("flags.poll_interval", "0.2")]).await;
-    let good_revision = info(&app).await.flags.expect("flags").revision;
+    let good_revision = app.info().await.flags.expect("flags").revision;
     let flag = |body: serde_json::Value| {
         serde_json::json!({"flags": {"detector-engine": body}}).to_string()
     };
@@ -276,7 +267,7 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
         failures += 1;
         let deadline = Instant::now() + Duration::from_secs(3);
         let flags = loop {
-            let flags = info(&app).await.flags.expect("flags");
+            let flags = app.info().await.flags.expect("flags");
             if flags.reloads_failed >= failures {
                 failures = flags.reloads_failed;
                 break flags;
@@ -303,7 +294,7 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
     let path = cm.path().to_path_buf();
     std::fs::remove_dir_all(&path).expect("remove dir");
     let deadline = Instant::now() + Duration::from_secs(3);
-    while info(&app).await.flags.expect("flags").reloads_failed <= failures {
+    while app.info().await.flags.expect("flags").reloads_failed <= failures {
         assert!(Instant::now() < deadline, "deleted directory not noticed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -314,7 +305,7 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
     // Mended: a new ConfigMap at the same path.
     cm.recreate(&[("flags.json", &engine_flags("whatlang", 10_000))]);
     until_engine(&app, "whatlang", Duration::from_secs(3)).await;
-    let flags = info(&app).await.flags.expect("flags");
+    let flags = app.info().await.flags.expect("flags");
     assert_eq!(flags.last_error, "");
     assert_ne!(flags.revision, good_revision);
 }
@@ -416,7 +407,7 @@ async fn an_ab_rule_on_metadata_picks_the_engine_and_evaluate_flags_explains_it(
     assert_eq!(engine.variant, served);
     assert_eq!(
         answer.revision,
-        info(&app).await.flags.expect("flags").revision
+        app.info().await.flags.expect("flags").revision
     );
 }
 
@@ -462,7 +453,7 @@ async fn a_dark_launch_never_changes_or_delays_a_reply_and_sheds_when_saturated(
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     let dark = loop {
-        let dark = info(&app).await.dark_launch.expect("dark launch info");
+        let dark = app.info().await.dark_launch.expect("dark launch info");
         if dark.mismatched >= 1 {
             break dark;
         }
@@ -498,7 +489,7 @@ async fn a_slow_candidate_times_out_and_is_counted() {
     app.detect(ENGLISH, "alice").await.expect("detect");
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let dark = info(&app).await.dark_launch.expect("info");
+        let dark = app.info().await.dark_launch.expect("info");
         if dark.timed_out == 1 {
             assert_eq!(dark.matched + dark.mismatched, 0);
             break;
@@ -551,7 +542,7 @@ async fn a_panicking_candidate_is_counted_and_harms_no_reply() {
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let dark = info(&app).await.dark_launch.expect("info");
+        let dark = app.info().await.dark_launch.expect("info");
         if dark.errors == 3 {
             break;
         }
@@ -573,6 +564,6 @@ async fn a_broken_flag_serves_the_code_default_and_is_counted() {
         .await
         .expect("never fails a request");
     assert_eq!(reply.engine, "lingua", "the configured default");
-    let flags = info(&app).await.flags.expect("flags");
+    let flags = app.info().await.flags.expect("flags");
     assert_eq!(flags.evaluation_errors, 2, "{flags:?}");
 }

@@ -115,6 +115,35 @@ impl TestApp {
         AdminClient::new(self.channel().await)
     }
 
+    /// Admin/GetInfo.
+    pub async fn info(&self) -> pb::Info {
+        self.admin()
+            .await
+            .get_info(pb::GetInfoRequest {})
+            .await
+            .expect("get_info")
+            .into_inner()
+    }
+
+    /// The detection requests this replica has counted (real, shadow).
+    pub async fn traffic(&self) -> (u64, u64) {
+        let t = self.info().await.traffic.expect("traffic");
+        (t.requests, t.shadow)
+    }
+
+    /// Waits (bounded) until at least `n` shadow requests are counted (the
+    /// mirror's copies arrive after the replies); returns the counts.
+    pub async fn traffic_once_shadow(&self, n: u64) -> (u64, u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.traffic().await;
+            if seen.1 >= n || Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Detect as user `user` (metadata `x-user-id`).
     pub async fn detect(
         &self,

@@ -13,17 +13,6 @@ use crate::helpers::{TestApp, settings};
 
 const TEXT: &str = "Le renard brun rapide saute par-dessus le chien paresseux";
 
-async fn traffic(app: &TestApp) -> pb::TrafficInfo {
-    app.admin()
-        .await
-        .get_info(pb::GetInfoRequest {})
-        .await
-        .expect("get_info")
-        .into_inner()
-        .traffic
-        .expect("traffic")
-}
-
 /// A client whose requests carry `authority` while connecting to `app`.
 async fn detector_as(app: &TestApp, authority: &str) -> DetectorClient<Channel> {
     let channel = Channel::from_shared(app.endpoint())
@@ -54,8 +43,7 @@ async fn mirrored_copies_are_counted_as_shadow_and_real_calls_are_not() {
     for _ in 0..2 {
         detect(&mut mirrored).await;
     }
-    let counted = traffic(&app).await;
-    assert_eq!((counted.requests, counted.shadow), (3, 2));
+    assert_eq!(app.traffic().await, (3, 2));
 }
 
 #[tokio::test]
@@ -71,6 +59,5 @@ async fn everything_on_the_shadow_track_is_shadow() {
     for _ in 0..4 {
         detect(&mut client).await;
     }
-    let counted = traffic(&app).await;
-    assert_eq!((counted.requests, counted.shadow), (0, 4));
+    assert_eq!(app.traffic().await, (0, 4));
 }

@@ -1,0 +1,571 @@
+//! The manifests in k8s/ and istio/ are valid Kubernetes, consistent with
+//! each other and with the binary they run. Every overlay is rendered with
+//! `kubectl kustomize` (offline) and checked as the API server and the
+//! kubelet would see it: strict schemas (PyPI `kubernetes-validate
+//! --strict`), selectors, probes, the drain budget, the flags ConfigMap, and
+//! the container args parsed by the binary's own CLI parser.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+use switchyard::engine::RealEngines;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{TestApp, settings};
+use crate::kube::{self, OVERLAYS, Pod};
+
+/// The Kubernetes version the schemas are checked against.
+const KUBERNETES_VERSION: &str = "1.34.0";
+
+/// API groups whose kinds are CRDs (checked against their projects' CRD
+/// schemas by ../shared/tools/validate-manifests in `.ci/run`).
+const CRD_GROUPS: &[&str] = &[
+    "networking.istio.io/",
+    "security.istio.io/",
+    "gateway.networking.k8s.io/",
+];
+
+fn is_crd(doc: &Value) -> bool {
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    CRD_GROUPS.iter().any(|g| api.starts_with(g))
+}
+
+/// Every rendering the tests check: base and each overlay.
+fn renderings() -> Vec<(String, Vec<Value>)> {
+    std::iter::once("k8s/base".to_owned())
+        .chain(OVERLAYS.iter().map(|o| format!("k8s/overlays/{o}")))
+        .map(|dir| {
+            let docs = kube::documents(&kube::render(&dir));
+            assert!(!docs.is_empty(), "{dir} renders nothing");
+            (dir, docs)
+        })
+        .collect()
+}
+
+/// Runs `kubernetes-validate --strict` on `docs`; returns (success, output).
+fn kubernetes_validate(docs: &[&Value]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("objects.yaml");
+    let yaml: Vec<String> = docs
+        .iter()
+        .map(|d| serde_yaml_ng::to_string(d).expect("yaml"))
+        .collect();
+    std::fs::write(&path, yaml.join("---\n")).expect("write");
+    let out = Command::new(kube::venv_tool(
+        "SWITCHYARD_KUBERNETES_VALIDATE",
+        "kubernetes-validate",
+    ))
+    .args(["--strict", "-k", KUBERNETES_VERSION])
+    .arg(&path)
+    .output()
+    .expect("kubernetes-validate runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), output)
+}
+
+#[test]
+fn every_kubernetes_object_validates_strictly() {
+    let mut checked = 0;
+    for (dir, docs) in renderings() {
+        let objects: Vec<&Value> = docs.iter().filter(|d| !is_crd(d)).collect();
+        let (ok, output) = kubernetes_validate(&objects);
+        assert!(ok, "{dir}: kubernetes-validate --strict failed:\n{output}");
+        checked += objects.len();
+    }
+    for path in kube::yaml_files("istio") {
+        let docs = kube::file(&path);
+        let objects: Vec<&Value> = docs
+            .iter()
+            .filter(|d| !is_crd(d) && kube::kind(d) != "Kustomization")
+            .collect();
+        if objects.is_empty() {
+            continue;
+        }
+        let (ok, output) = kubernetes_validate(&objects);
+        assert!(ok, "{path}: kubernetes-validate --strict failed:\n{output}");
+        checked += objects.len();
+    }
+    assert!(checked >= 20, "only {checked} objects checked");
+}
+
+#[test]
+fn the_schema_check_sees_a_bad_object() {
+    // The control: an unknown field and a wrong type must fail, or the
+    // check above proves nothing.
+    let docs = kube::documents(&kube::render("k8s/base"));
+    let mut deployment = kube::of_kind(&docs, "Deployment")[0].clone();
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] =
+        serde_json::json!({});
+    let (ok, output) = kubernetes_validate(&[&deployment]);
+    assert!(!ok, "an unknown field passed strict validation: {output}");
+    let mut service = kube::of_kind(&docs, "Service")[0].clone();
+    service["spec"]["ports"][0]["port"] = serde_json::json!("fifty");
+    let (ok, output) = kubernetes_validate(&[&service]);
+    assert!(!ok, "a string port passed validation: {output}");
+}
+
+#[test]
+fn selectors_match_the_pods_they_are_for() {
+    for (dir, docs) in renderings() {
+        let pods = kube::pods(&docs);
+        assert!(!pods.is_empty(), "{dir}: no Deployment");
+        for deployment in kube::of_kind(&docs, "Deployment") {
+            let selector = kube::string_map(&deployment["spec"]["selector"]["matchLabels"]);
+            let labels = kube::string_map(&deployment["spec"]["template"]["metadata"]["labels"]);
+            assert!(
+                !selector.is_empty() && kube::selects(&selector, &labels),
+                "{dir}: Deployment {} selector {selector:?} does not select its pods {labels:?}",
+                kube::name(deployment)
+            );
+            // Two Deployments must never claim each other's pods.
+            for other in &pods {
+                if other.deployment != kube::name(deployment) {
+                    assert!(
+                        !kube::selects(&selector, &other.labels),
+                        "{dir}: Deployment {} also selects {}'s pods",
+                        kube::name(deployment),
+                        other.deployment
+                    );
+                }
+            }
+        }
+        for service in kube::of_kind(&docs, "Service") {
+            let selector = kube::string_map(&service["spec"]["selector"]);
+            assert!(
+                pods.iter().any(|p| kube::selects(&selector, &p.labels)),
+                "{dir}: Service {} selects no pods ({selector:?})",
+                kube::name(service)
+            );
+        }
+        for pdb in kube::of_kind(&docs, "PodDisruptionBudget") {
+            let selector = kube::string_map(&pdb["spec"]["selector"]["matchLabels"]);
+            assert!(
+                pods.iter().any(|p| kube::selects(&selector, &p.labels)),
+                "{dir}: PodDisruptionBudget selects no pods"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_base_service_selects_on_app_only() {
+    let docs = kube::documents(&kube::render("k8s/base"));
+    let service = kube::of_kind(&docs, "Service")[0];
+    let selector = kube::string_map(&service["spec"]["selector"]);
+    assert_eq!(selector.keys().collect::<Vec<_>>(), ["app"]);
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    let grpc = ports
+        .iter()
+        .find(|p| p["name"] == "grpc")
+        .expect("a port named grpc");
+    assert_eq!(grpc["appProtocol"], "grpc");
+}
+
+/// The probe's gRPC service and port.
+fn probe(container: &Value, which: &str) -> (String, u64) {
+    let grpc = &container[which]["grpc"];
+    assert!(grpc.is_object(), "{which} is not a gRPC probe");
+    (
+        grpc["service"].as_str().unwrap_or_default().to_owned(),
+        grpc["port"]
+            .as_u64()
+            .expect("probe port is a number (named ports are not allowed)"),
+    )
+}
+
+/// Checks one pod against the binary's view of its args.
+fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
+    let who = format!("{dir}: {}", pod.deployment);
+    let s = &pod.settings;
+    assert_eq!(
+        pod.labels.get("track").map(String::as_str),
+        Some(s.deployment.track.as_str()),
+        "{who}: the track label and --track differ"
+    );
+    assert_eq!(
+        pod.labels.get("version"),
+        Some(&s.deployment.version),
+        "{who}: the version label and --app-version differ"
+    );
+    assert_eq!(
+        pod.labels.get("app").map(String::as_str),
+        Some("switchyard")
+    );
+
+    // Ports and probes.
+    let grpc_port = u64::from(s.server.grpc_addr.port());
+    let ports = pod.container["ports"].as_array().expect("ports");
+    let named = ports
+        .iter()
+        .find(|p| p["name"] == "grpc")
+        .unwrap_or_else(|| panic!("{who}: no containerPort named grpc"));
+    assert_eq!(
+        named["containerPort"], grpc_port,
+        "{who}: containerPort != --grpc-addr port"
+    );
+    let mut services = BTreeMap::new();
+    for (which, service) in [
+        ("startupProbe", "readiness"),
+        ("readinessProbe", "readiness"),
+        ("livenessProbe", "liveness"),
+    ] {
+        let (name, port) = probe(&pod.container, which);
+        assert_eq!(name, service, "{who}: {which} checks {name:?}");
+        assert_eq!(port, grpc_port, "{who}: {which} port");
+        services.insert(name, port);
+    }
+
+    // The drain budget fits the grace period.
+    let pre_stop = pod.container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{who}: no preStop sleep"));
+    let grace = pod.spec["terminationGracePeriodSeconds"]
+        .as_f64()
+        .unwrap_or(30.0);
+    let budget = pre_stop + s.drain.delay + s.drain.timeout;
+    assert!(
+        grace >= budget + 1.0,
+        "{who}: terminationGracePeriodSeconds {grace} does not cover preStop {pre_stop} + drain delay {} + drain timeout {} + a margin",
+        s.drain.delay,
+        s.drain.timeout
+    );
+
+    // Flags come from the ConfigMap, mounted as a directory.
+    let flags_path = s.flags.path.as_deref().expect("--flags is set");
+    let mounts = pod.container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str() == flags_path.to_str())
+        .unwrap_or_else(|| panic!("{who}: nothing mounted at --flags {}", flags_path.display()));
+    assert!(
+        mount.get("subPath").is_none(),
+        "{who}: a subPath mount never updates"
+    );
+    let volume = pod.spec["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .unwrap_or_else(|| panic!("{who}: no volume {}", mount["name"]));
+    let config_map = volume["configMap"]["name"]
+        .as_str()
+        .expect("a configMap volume");
+    assert!(
+        kube::of_kind(docs, "ConfigMap")
+            .iter()
+            .any(|c| kube::name(c) == config_map),
+        "{who}: ConfigMap {config_map} is not in the rendering"
+    );
+
+    // Hardening.
+    let pod_sc = &pod.spec["securityContext"];
+    let sc = &pod.container["securityContext"];
+    assert_eq!(pod_sc["runAsNonRoot"], true, "{who}");
+    let uid = pod_sc["runAsUser"].as_u64().expect("a fixed runAsUser");
+    assert!(
+        uid != 0 && uid != 1337,
+        "{who}: uid {uid} (1337 is the Istio proxy's)"
+    );
+    assert_eq!(pod_sc["seccompProfile"]["type"], "RuntimeDefault", "{who}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{who}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{who}");
+    assert_eq!(
+        sc["capabilities"]["drop"],
+        serde_json::json!(["ALL"]),
+        "{who}"
+    );
+    let env: Vec<&str> = pod.container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["valueFrom"]["fieldRef"].is_object())
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
+        "{who}: {env:?}"
+    );
+    services
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pod_agrees_with_the_binary() {
+    let mut probed = BTreeMap::new();
+    for (dir, docs) in renderings() {
+        for pod in kube::pods(&docs) {
+            probed.extend(check_pod(&dir, &pod, &docs));
+        }
+    }
+    // The probed health services are ones the binary serves.
+    let app = TestApp::spawn_with(settings(&[]), std::sync::Arc::new(RealEngines))
+        .await
+        .ready()
+        .await;
+    for service in probed.keys() {
+        assert_eq!(
+            app.check(service).await.expect("probe answers"),
+            ServingStatus::Serving,
+            "health service {service:?}"
+        );
+    }
+    assert!(
+        app.check("no-such-service").await.is_err(),
+        "the control: unknown services fail"
+    );
+}
+
+#[test]
+fn the_flags_configmap_is_valid_and_equals_the_built_in_flags() {
+    let docs = kube::documents(&kube::render("k8s/base"));
+    let config_map = kube::of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| kube::name(c) == "switchyard-flags")
+        .expect("ConfigMap switchyard-flags");
+    let data = config_map["data"].as_object().expect("data");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, content) in data {
+        std::fs::write(dir.path().join(file), content.as_str().expect("text")).expect("write");
+    }
+    let validated = kube::run(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["flags", "validate"])
+            .arg(dir.path()),
+    );
+    assert!(!validated.is_empty());
+    let shipped: Value =
+        serde_json::from_str(data["flags.json"].as_str().expect("flags.json")).expect("JSON");
+    let built_in: Value = serde_json::from_str(
+        &std::fs::read_to_string(kube::root().join("flags/flags.json")).expect("read"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        shipped, built_in,
+        "the ConfigMap and flags/flags.json differ"
+    );
+}
+
+/// The index of the first VirtualService route a call would take.
+fn first_match(http: &[Value], path: &str, headers: &[(&str, &str)]) -> usize {
+    http.iter()
+        .position(|route| {
+            let Some(blocks) = route.get("match").and_then(Value::as_array) else {
+                return true;
+            };
+            blocks.iter().any(|block| {
+                let uri_ok = match block.get("uri") {
+                    None => true,
+                    Some(uri) => {
+                        uri.get("exact").is_some_and(|e| e == path)
+                            || uri
+                                .get("prefix")
+                                .and_then(Value::as_str)
+                                .is_some_and(|p| path.starts_with(p))
+                    }
+                };
+                let headers_ok =
+                    block
+                        .get("headers")
+                        .and_then(Value::as_object)
+                        .is_none_or(|wanted| {
+                            wanted.iter().all(|(name, m)| {
+                                headers.iter().any(|(n, v)| {
+                                    n == name
+                                        && (m.get("exact").is_some_and(|e| e == v)
+                                            || m.get("prefix")
+                                                .and_then(Value::as_str)
+                                                .is_some_and(|p| v.starts_with(p)))
+                                })
+                            })
+                        });
+                uri_ok && headers_ok
+            })
+        })
+        .unwrap_or_else(|| panic!("no route takes {path} with {headers:?}"))
+}
+
+const STREAM: &str = "/switchyard.v1.Detector/DetectStream";
+const UNARY: &str = "/switchyard.v1.Detector/Detect";
+
+#[test]
+fn istio_routes_point_at_real_subsets_and_treat_streams_apart() {
+    let overlay = kube::documents(&kube::render("k8s/overlays/istio"));
+    let pods = kube::pods(&overlay);
+    let rules = kube::of_kind(&overlay, "DestinationRule");
+    assert_eq!(rules.len(), 1, "one DestinationRule");
+    let mut subsets = BTreeMap::new();
+    for subset in rules[0]["spec"]["subsets"].as_array().expect("subsets") {
+        let name = subset["name"].as_str().expect("name").to_owned();
+        let labels = kube::string_map(&subset["labels"]);
+        subsets.insert(name.clone(), labels);
+    }
+    for want in ["v1", "v2", "blue", "green"] {
+        assert!(subsets.contains_key(want), "no subset {want}");
+    }
+    // The subsets the overlay deploys select its pods.
+    for (name, labels) in &subsets {
+        if ["blue", "green"].contains(&name.as_str()) {
+            continue; // deployed by the blue-green overlay
+        }
+        assert!(
+            pods.iter().any(|p| kube::selects(labels, &p.labels)),
+            "subset {name} {labels:?} selects no Deployment of the istio overlay"
+        );
+    }
+    let blue_green = kube::pods(&kube::documents(&kube::render("k8s/overlays/blue-green")));
+    for color in ["blue", "green"] {
+        assert!(
+            blue_green
+                .iter()
+                .any(|p| kube::selects(&subsets[color], &p.labels)),
+            "subset {color} selects no pod of the blue-green overlay"
+        );
+    }
+
+    let files: Vec<String> = kube::yaml_files("istio")
+        .into_iter()
+        .filter(|f| f.contains("virtualservice"))
+        .collect();
+    assert!(files.len() >= 4, "VirtualServices: {files:?}");
+    for file in &files {
+        for vs in kube::file(file)
+            .iter()
+            .filter(|d| kube::kind(d) == "VirtualService")
+        {
+            let http = vs["spec"]["http"].as_array().expect("http routes");
+            for (i, route) in http.iter().enumerate() {
+                let dests = route["route"].as_array().expect("destinations");
+                let weights: u64 = dests
+                    .iter()
+                    .map(|d| d["weight"].as_u64().unwrap_or(100))
+                    .sum();
+                assert!(
+                    weights == 100 || (dests.len() == 1 && dests[0].get("weight").is_none()),
+                    "{file} http[{i}]: weights sum to {weights}"
+                );
+                let named = dests
+                    .iter()
+                    .map(|d| &d["destination"])
+                    .chain(route.get("mirror"));
+                for d in named {
+                    let subset = d["subset"].as_str().unwrap_or_default();
+                    assert!(
+                        subsets.contains_key(subset),
+                        "{file} http[{i}]: subset {subset:?}"
+                    );
+                }
+            }
+            assert!(
+                http.last().is_some_and(|r| r.get("match").is_none()),
+                "{file}: the last route must be a catch-all so unmatched calls never fail"
+            );
+            for headers in [vec![], vec![("x-user-group", "beta")]] {
+                let stream = &http[first_match(http, STREAM, &headers)];
+                assert!(
+                    stream.get("timeout").is_none() || stream["timeout"] == "0s",
+                    "{file}: DetectStream {headers:?} gets a route timeout (it kills long streams)"
+                );
+                assert_eq!(
+                    stream["retries"]["attempts"], 0,
+                    "{file}: DetectStream retries"
+                );
+                assert!(
+                    stream.get("mirror").is_none(),
+                    "{file}: streams are not mirrored"
+                );
+                let unary = &http[first_match(http, UNARY, &headers)];
+                assert!(
+                    unary.get("timeout").is_some(),
+                    "{file}: unary route has no timeout"
+                );
+                let retry_on = unary["retries"]["retryOn"].as_str().unwrap_or_default();
+                for condition in ["unavailable", "connect-failure", "refused-stream"] {
+                    assert!(
+                        retry_on.contains(condition),
+                        "{file}: retryOn lacks {condition}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gateway_api_routes_name_real_services_and_keep_a_catch_all() {
+    let mut services = BTreeMap::new();
+    let mut routes = Vec::new();
+    for path in kube::yaml_files("istio") {
+        for doc in kube::file(&path) {
+            match kube::kind(&doc) {
+                "Service" => {
+                    services.insert(kube::name(&doc).to_owned(), doc.clone());
+                }
+                "GRPCRoute" => routes.push((path.clone(), doc.clone())),
+                _ => {}
+            }
+        }
+    }
+    let overlay = kube::pods(&kube::documents(&kube::render("k8s/overlays/istio")));
+    services.insert(
+        "switchyard".into(),
+        serde_json::json!({"spec": {"selector": {"app": "switchyard"}}}),
+    );
+    assert!(routes.len() >= 2, "GRPCRoutes for canary and A/B");
+    for (path, route) in routes {
+        let rules = route["spec"]["rules"].as_array().expect("rules");
+        for (i, rule) in rules.iter().enumerate() {
+            let backends = rule["backendRefs"].as_array().expect("backendRefs");
+            if backends.len() > 1 {
+                let total: u64 = backends
+                    .iter()
+                    .map(|b| b["weight"].as_u64().unwrap_or(1))
+                    .sum();
+                assert_eq!(total, 100, "{path} rule {i}: weights");
+            }
+            for backend in backends {
+                let name = backend["name"].as_str().unwrap_or_default();
+                let service = services
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{path}: backend {name} is not a Service here"));
+                let selector = kube::string_map(&service["spec"]["selector"]);
+                assert!(
+                    overlay.iter().any(|p| kube::selects(&selector, &p.labels)),
+                    "{path}: Service {name} selects no pod of the istio overlay"
+                );
+            }
+        }
+        assert!(
+            rules.iter().any(|r| r.get("matches").is_none()),
+            "{path}: no catch-all rule"
+        );
+    }
+}
+
+#[test]
+fn the_image_runs_serve_as_the_pods_user() {
+    let dockerfile =
+        std::fs::read_to_string(kube::root().join("Dockerfile")).expect("a Dockerfile");
+    let entrypoint = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("ENTRYPOINT"))
+        .expect("ENTRYPOINT");
+    assert!(entrypoint.contains("\"serve\""), "{entrypoint}");
+    let user = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("USER"))
+        .expect("USER");
+    let uid: u64 = user
+        .trim_start_matches("USER")
+        .trim()
+        .split(':')
+        .next()
+        .and_then(|u| u.parse().ok())
+        .expect("a numeric USER");
+    let docs = kube::documents(&kube::render("k8s/base"));
+    let pod = &kube::pods(&docs)[0];
+    assert_eq!(pod.spec["securityContext"]["runAsUser"], uid);
+}
