@@ -118,6 +118,9 @@ pub struct ServeArgs {
     /// json | pretty [default: json unless stdout is a terminal] (log.format).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// OTLP/gRPC trace collector URL; export is off when unset [default: $OTEL_EXPORTER_OTLP_ENDPOINT] (telemetry.otlp_endpoint).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Log filter such as `info`; `RUST_LOG` wins when set [default: info] (log.level).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -126,7 +129,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 15] = [
+        let pairs: [(&'static str, &Option<String>); 16] = [
             ("flags.path", &self.flags),
             ("server.grpc_addr", &self.grpc_addr),
             ("server.admin_addr", &self.admin_addr),
@@ -134,6 +137,7 @@ impl ServeArgs {
             ("drain.timeout", &self.drain_timeout),
             ("deployment.track", &self.track),
             ("deployment.version", &self.app_version),
+            ("telemetry.otlp_endpoint", &self.otlp_endpoint),
             ("detector.max_text_chars", &self.max_text_chars),
             (
                 "server.max_concurrent_requests",

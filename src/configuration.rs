@@ -31,6 +31,9 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Logs.
     pub log: LogSettings,
+    /// Traces.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// Feature flags.
     pub flags: FlagsSettings,
     /// Dark launches (the `dark-launch-engine` flag).
@@ -224,6 +227,18 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// Traces (OpenTelemetry). The SDK's standard variables also apply:
+/// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
+/// `OTEL_TRACES_SAMPLER_ARG`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Export is on
+    /// when set (defaults to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), off otherwise.
+    pub otlp_endpoint: Option<String>,
+}
+
 /// A setting that is missing, malformed or out of range. Its message is one
 /// line naming the setting.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +317,18 @@ impl Settings {
             builder = builder
                 .set_default("deployment.namespace", ns.as_str())
                 .map_err(|e| ConfigError::setting("deployment.namespace", e))?;
+        }
+
+        let otlp = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .find_map(|name| env.get(*name).filter(|v| !v.is_empty()));
+        if let Some(endpoint) = otlp {
+            builder = builder
+                .set_default("telemetry.otlp_endpoint", endpoint.as_str())
+                .map_err(|e| ConfigError::setting("telemetry.otlp_endpoint", e))?;
         }
 
         if let Some(path) = &overrides.config_file {
@@ -402,6 +429,17 @@ impl Settings {
                 "deployment.version",
                 "must not be empty",
             ));
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let ok = endpoint.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !ok {
+                return Err(ConfigError::setting(
+                    "telemetry.otlp_endpoint",
+                    format!("must be an http:// or https:// URL, got {endpoint:?}"),
+                ));
+            }
         }
         if self.deployment.pod.is_empty() {
             return Err(ConfigError::setting("deployment.pod", "must not be empty"));

@@ -5,16 +5,23 @@
 //! Bounded on every side: a semaphore caps candidates in flight (when it is
 //! full the candidate is skipped and counted, never queued), each candidate
 //! has a timeout, and a panicking candidate is caught by the blocking pool.
+//! Each candidate runs in its own trace, linked to the request's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry::trace::TraceContextExt;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::engine::{Detection, Engine};
+use crate::metrics::EngineLabels;
 
-/// Outcome counters (exported as metrics by the observability work).
+/// Outcome counters (GetInfo; `switchyard_dark_launch_total` at scrape time).
 #[derive(Debug, Default)]
 pub struct DarkLaunchStats {
     matched: AtomicU64,
@@ -62,18 +69,23 @@ pub struct DarkLauncher {
     permits: Arc<Semaphore>,
     timeout: Duration,
     stats: Arc<DarkLaunchStats>,
+    latency: CandidateLatency,
 }
+
+/// The candidate latency histogram (by engine).
+pub type CandidateLatency = Family<EngineLabels, Histogram, fn() -> Histogram>;
 
 /// At most one mismatch sample is logged per this interval.
 const MISMATCH_LOG_EVERY: Duration = Duration::from_secs(1);
 
 impl DarkLauncher {
     /// At most `max_in_flight` candidates at once, each within `timeout`.
-    pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
+    pub fn new(max_in_flight: usize, timeout: Duration, latency: CandidateLatency) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             timeout,
             stats: Arc::new(DarkLaunchStats::default()),
+            latency,
         }
     }
 
@@ -98,7 +110,20 @@ impl DarkLauncher {
         let stats = Arc::clone(&self.stats);
         let timeout = self.timeout;
         let kind = candidate.kind();
-        tokio::spawn(async move {
+        let latency = self.latency.clone();
+        // Its own trace, linked to the request's: it never extends it.
+        let span = tracing::info_span!(
+            parent: None,
+            "dark_launch.candidate",
+            otel.name = "dark_launch.candidate",
+            candidate = kind.as_str(),
+            outcome = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            let request = tracing::Span::current().context();
+            span.add_link(request.span().span_context().clone());
+        }
+        let task = async move {
             let started = Instant::now();
             // The permit lives with the work itself: a timed-out candidate
             // still occupies its slot until it really ends.
@@ -106,29 +131,41 @@ impl DarkLauncher {
                 let _permit = permit;
                 candidate.detect(&text)
             });
-            match tokio::time::timeout(timeout, work).await {
+            let outcome = match tokio::time::timeout(timeout, work).await {
                 Err(_) => {
                     stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    "timeout"
                 }
                 Ok(Err(e)) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(candidate = %kind, error = %e, "dark-launch candidate failed");
+                    "error"
                 }
                 Ok(Ok(candidate_answer)) => {
-                    let micros = started.elapsed().as_micros() as u64;
+                    let elapsed = started.elapsed();
+                    latency
+                        .get_or_create(&EngineLabels {
+                            engine: kind.as_str(),
+                        })
+                        .observe(elapsed.as_secs_f64());
+                    let micros = elapsed.as_micros() as u64;
                     stats.candidate_micros.fetch_add(micros, Ordering::Relaxed);
                     stats
                         .served_micros
                         .fetch_add(served_latency.as_micros() as u64, Ordering::Relaxed);
                     if candidate_answer.language == served.language {
                         stats.matched.fetch_add(1, Ordering::Relaxed);
+                        "match"
                     } else {
                         stats.mismatched.fetch_add(1, Ordering::Relaxed);
                         log_mismatch(&stats, kind.as_str(), served, candidate_answer);
+                        "mismatch"
                     }
                 }
-            }
-        });
+            };
+            tracing::Span::current().record("outcome", outcome);
+        };
+        tokio::spawn(task.instrument(span));
     }
 }
 

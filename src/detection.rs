@@ -15,6 +15,7 @@ use crate::dark_launch::DarkLauncher;
 use crate::engine::{Detection, EngineKind, Engines};
 use crate::flags::store::FlagStore;
 use crate::flags::{self, Reason};
+use crate::metrics::{DetectionLabels, EngineLabels, FlagLabels, Metrics};
 use crate::release;
 
 /// Who is asking and through which method: the input of release decisions.
@@ -104,12 +105,13 @@ pub struct DetectionService {
     /// Flag evaluations that failed and served the code default.
     flag_errors: AtomicU64,
     traffic: Traffic,
+    metrics: Arc<Metrics>,
 }
 
 impl DetectionService {
     /// A service with no engines yet: calls get [`DetectError::NotReady`]
     /// until [`DetectionService::install_engines`].
-    pub fn new(settings: &Settings, flags: Arc<FlagStore>) -> Self {
+    pub fn new(settings: &Settings, flags: Arc<FlagStore>, metrics: Arc<Metrics>) -> Self {
         let max_concurrent = settings.server.max_concurrent_requests;
         Self {
             engines: OnceLock::new(),
@@ -125,9 +127,11 @@ impl DetectionService {
             dark: DarkLauncher::new(
                 settings.dark_launch.max_in_flight,
                 Duration::from_secs_f64(settings.dark_launch.timeout),
+                metrics.dark_launch_seconds.clone(),
             ),
             flag_errors: AtomicU64::new(0),
             traffic: Traffic::default(),
+            metrics,
         }
     }
 
@@ -205,7 +209,23 @@ impl DetectionService {
         counter.fetch_add(1, Ordering::Relaxed);
         // One flag set for the whole request: never a mix of two.
         let flag_set = self.flags.current();
-        let decision = release::decide(&flag_set, &self.flag_context(ctx), &self.settings);
+        let decision = tracing::info_span!("flags.evaluate", revision = %flag_set.revision)
+            .in_scope(|| release::decide(&flag_set, &self.flag_context(ctx), &self.settings));
+        for (flag, variant, reason) in &decision.evaluations {
+            self.metrics
+                .flag_evaluations
+                .get_or_create(&FlagLabels {
+                    flag,
+                    variant: variant.clone().unwrap_or_default(),
+                    reason: reason.as_str(),
+                })
+                .inc();
+        }
+        let server_span = tracing::Span::current();
+        server_span.record("engine", decision.engine.as_str());
+        if let Some(variant) = &decision.engine_variant {
+            server_span.record("variant", variant.as_str());
+        }
         for (flag, error) in &decision.errors {
             self.flag_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
@@ -224,11 +244,12 @@ impl DetectionService {
                     limit: self.max_concurrent,
                 })?
         } else {
-            Arc::clone(&self.permits)
-                .try_acquire_owned()
-                .map_err(|_| DetectError::Overloaded {
+            Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+                self.metrics.shed.inc();
+                DetectError::Overloaded {
                     limit: self.max_concurrent,
-                })?
+                }
+            })?
         };
         let kind = decision.engine;
         let engine = Arc::clone(engines.get(kind));
@@ -241,17 +262,32 @@ impl DetectionService {
         let started = std::time::Instant::now();
         // The permit goes with the work: a call abandoned at its deadline
         // keeps its slot until the engine really finishes.
+        let span = tracing::info_span!("engine.detect", engine = kind.as_str());
         let detection = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            engine.detect(&text)
+            span.in_scope(|| engine.detect(&text))
         })
         .await
         .map_err(|e| DetectError::Engine {
             engine: kind,
             reason: e.to_string(),
         })?;
+        let served_latency = started.elapsed();
+        self.metrics
+            .engine_seconds
+            .get_or_create(&EngineLabels {
+                engine: kind.as_str(),
+            })
+            .observe(served_latency.as_secs_f64());
+        self.metrics
+            .detections
+            .get_or_create(&DetectionLabels {
+                engine: kind.as_str(),
+                language: detection.language.map_or("und", |l| l.code()),
+                shadow: self.is_shadow(ctx),
+            })
+            .inc();
         if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
-            let served_latency = started.elapsed();
             self.dark.launch(
                 Arc::clone(engines.get(candidate)),
                 text,

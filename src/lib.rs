@@ -57,6 +57,7 @@ pub mod engine;
 pub mod flags;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod release;
 pub mod shutdown;
 pub mod startup;

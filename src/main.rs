@@ -17,7 +17,8 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Settings (exit 2 if bad), logs, build (binds), serve until SIGTERM, drain.
+/// Settings (exit 2 if bad), telemetry, build (binds), serve until SIGTERM,
+/// drain, flush the last spans.
 fn serve(args: &ServeArgs) -> i32 {
     let env = std::env::vars().collect();
     let settings = match Settings::load(&env, &args.overrides()) {
@@ -28,8 +29,11 @@ fn serve(args: &ServeArgs) -> i32 {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &e),
     };
-    let _telemetry = telemetry::init(&settings.log);
     runtime.block_on(async {
+        let telemetry = match telemetry::init(&settings) {
+            Ok(guard) => guard,
+            Err(e) => return fail(EXIT_BAD_CONFIG, &e),
+        };
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e @ StartupError::Flags(_)) => return fail(EXIT_BAD_CONFIG, &e),
@@ -40,9 +44,12 @@ fn serve(args: &ServeArgs) -> i32 {
             Ok(signals) => signals,
             Err(e) => return fail(1, &e),
         };
-        match app.run_until_stopped(signals).await {
+        let code = match app.run_until_stopped(signals).await {
             Ok(outcome) => outcome.exit_code(),
             Err(e) => fail(1, &e),
-        }
+        };
+        // Bounded; the runtime keeps driving the exporter meanwhile.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        code
     })
 }

@@ -30,6 +30,8 @@ pub struct Decision {
     pub max_text_chars: usize,
     /// Flag errors met while deciding (each served the code default).
     pub errors: Vec<(&'static str, ErrorCode)>,
+    /// Each flag evaluated: (flag, variant served, reason), for metrics.
+    pub evaluations: [(&'static str, Option<String>, Reason); 3],
 }
 
 /// Decides for `ctx` with `flags`; the configured defaults serve whenever a
@@ -53,6 +55,11 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
             .filter(|e| *e != ErrorCode::FlagNotFound)
             .map(|e| (DARK_LAUNCH_FLAG, e)),
     );
+    let dark_evaluation = (
+        DARK_LAUNCH_FLAG,
+        dark.variant.map(str::to_owned),
+        dark.reason,
+    );
     let dark_launch = match dark.value {
         "off" => None,
         other => match other.parse::<EngineKind>() {
@@ -72,6 +79,11 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
             .filter(|e| *e != ErrorCode::FlagNotFound)
             .map(|e| (MAX_TEXT_CHARS_FLAG, e)),
     );
+    let limit_evaluation = (
+        MAX_TEXT_CHARS_FLAG,
+        limit.variant.map(str::to_owned),
+        limit.reason,
+    );
     let max_text_chars = match usize::try_from(limit.value) {
         Ok(n) if n >= 1 => n,
         _ => {
@@ -82,6 +94,11 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
 
     Decision {
         engine: kind,
+        evaluations: [
+            (ENGINE_FLAG, engine_variant.clone(), engine_reason),
+            dark_evaluation,
+            limit_evaluation,
+        ],
         engine_variant,
         engine_reason,
         dark_launch,

@@ -24,16 +24,17 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin_http;
-use crate::configuration::Settings;
+use crate::configuration::{Settings, Track};
 use crate::detection::DetectionService;
 use crate::engine::{EngineError, EngineLoader, RealEngines};
 use crate::flags::definition::DefinitionErrors;
 use crate::flags::store::{FlagStore, spawn_watcher};
 use crate::grpc::admin::AdminService;
 use crate::grpc::detector::DetectorService;
-use crate::grpc::edge::EdgeLayer;
+use crate::grpc::edge::{EdgeLayer, Observer};
 use crate::grpc::pb;
 use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
+use crate::metrics::{LiveState, MethodTable, Metrics};
 use crate::shutdown::{DrainOutcome, StopSignal};
 
 /// Why the application could not start or stopped on its own.
@@ -53,8 +54,9 @@ pub enum StartupError {
     /// maxUnavailable 0 the old pods keep serving).
     #[error("invalid flags: {0}")]
     Flags(#[from] DefinitionErrors),
-    /// The reflection service could not be built from the descriptors.
-    #[error("cannot build the reflection service: {0}")]
+    /// The reflection service (or the method table) could not be built
+    /// from the descriptors.
+    #[error("cannot read the service descriptors: {0}")]
     Reflection(String),
     /// The gRPC server stopped with an error.
     #[error("the gRPC server failed: {0}")]
@@ -70,6 +72,8 @@ pub struct Application {
     admin_addr: SocketAddr,
     health: HealthState,
     detection: Arc<DetectionService>,
+    metrics: Arc<Metrics>,
+    methods: MethodTable,
     loader: Arc<dyn EngineLoader>,
     started: Instant,
 }
@@ -101,7 +105,25 @@ impl Application {
         let (grpc_listener, grpc_addr) = bind("gRPC", settings.server.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind("admin", settings.server.admin_addr).await?;
         let health = HealthState::new(settings.health.ready_file.clone());
-        let detection = Arc::new(DetectionService::new(&settings, flags));
+        let metrics = Arc::new(Metrics::new());
+        let detection = Arc::new(DetectionService::new(
+            &settings,
+            flags,
+            Arc::clone(&metrics),
+        ));
+        metrics.register_collector(Box::new(LiveState {
+            detection: Arc::clone(&detection),
+            health: health.clone(),
+            version: settings.deployment.version.clone(),
+            track: settings.deployment.track.as_str(),
+        }));
+        let methods = MethodTable::from_descriptor_sets(&[
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ])
+        .map_err(|e| StartupError::Reflection(e.to_string()))?;
         Ok(Self {
             settings: Arc::new(settings),
             grpc_listener,
@@ -110,9 +132,16 @@ impl Application {
             admin_addr,
             health,
             detection,
+            metrics,
+            methods,
             loader,
             started,
         })
+    }
+
+    /// The replica's metrics registry (what `GET /metrics` serves).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The bound gRPC address.
@@ -143,6 +172,8 @@ impl Application {
             admin_listener,
             health,
             detection,
+            metrics,
+            methods,
             loader,
             started,
             ..
@@ -241,13 +272,18 @@ impl Application {
         let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let mut grpc = tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(EdgeLayer)
+                .layer(EdgeLayer::new(Observer {
+                    metrics: Arc::clone(&metrics),
+                    methods,
+                    shadow_track: settings.deployment.track == Track::Shadow,
+                }))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned()),
         );
         let admin = tokio::spawn(admin_http::serve(
             admin_listener,
             health.clone(),
+            Arc::clone(&metrics),
             background_stop.clone().cancelled_owned(),
         ));
 

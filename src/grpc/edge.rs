@@ -11,15 +11,26 @@
 //! - A mirrored request is marked: Envoy (and Istio before 1.28) append
 //!   `-shadow` to the authority of the copies a mirror policy sends, so such
 //!   a request gets the [`Mirrored`] extension and is counted apart.
+//! - Every RPC is observed (see [`super::observe`]): RED metrics, a server
+//!   span whose parent comes from the incoming W3C or B3 headers, and one
+//!   access log line.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderValue};
 use tonic::Status;
+use tonic::body::Body;
 use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::observe::{Completion, CountingBody, status_in};
+use crate::metrics::{MethodTable, Metrics};
+use crate::telemetry;
 
 /// How much earlier than tonic's own timer this layer's deadline fires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
@@ -37,15 +48,37 @@ pub fn is_mirrored_authority(authority: &str) -> bool {
     host.ends_with("-shadow")
 }
 
+/// What the edge needs to observe RPCs.
+#[derive(Debug)]
+pub struct Observer {
+    pub metrics: Arc<Metrics>,
+    pub methods: MethodTable,
+    /// This replica serves the shadow track: all its traffic is shadow.
+    pub shadow_track: bool,
+}
+
 /// Adds [`Edge`] to a service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EdgeLayer;
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    observer: Arc<Observer>,
+}
+
+impl EdgeLayer {
+    pub fn new(observer: Observer) -> Self {
+        Self {
+            observer: Arc::new(observer),
+        }
+    }
+}
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Edge { inner }
+        Edge {
+            inner,
+            observer: Arc::clone(&self.observer),
+        }
     }
 }
 
@@ -53,20 +86,18 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
+    observer: Arc<Observer>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-impl<S, B> Service<http::Request<B>> for Edge<S>
+impl<S> Service<http::Request<Body>> for Edge<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -74,18 +105,38 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if req
-            .uri()
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let mirrored = parts
+            .uri
             .authority()
-            .is_some_and(|a| is_mirrored_authority(a.as_str()))
-        {
-            req.extensions_mut().insert(Mirrored);
+            .is_some_and(|a| is_mirrored_authority(a.as_str()));
+        if mirrored {
+            parts.extensions.insert(Mirrored);
         }
+        let shadow = mirrored || self.observer.shadow_track;
+        let method = self.observer.methods.get(parts.uri.path());
+        let span = telemetry::server_span(method, &parts.headers, shadow);
+        let completion =
+            Completion::start(Arc::clone(&self.observer.metrics), method, shadow, span);
+        let received = self
+            .observer
+            .metrics
+            .msg_received
+            .get_or_create_owned(completion.labels());
+        let sent = self
+            .observer
+            .metrics
+            .msg_sent
+            .get_or_create_owned(completion.labels());
+        let body = Body::new(CountingBody::new(body, received, None));
+        let req = http::Request::from_parts(parts, body);
+
         let deadline = grpc_timeout(req.headers());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let future = inner.call(req);
+        let span = completion.span().clone();
+        let future = inner.call(req).instrument(span);
         Box::pin(async move {
             let response = match deadline {
                 Some(timeout) => {
@@ -94,16 +145,20 @@ where
                     {
                         Ok(response) => response?,
                         Err(_) => {
-                            return Ok(Status::deadline_exceeded(format!(
-                                "deadline of {timeout:?} exceeded"
-                            ))
-                            .into_http());
+                            Status::deadline_exceeded(format!("deadline of {timeout:?} exceeded"))
+                                .into_http()
                         }
                     }
                 }
                 None => future.await?,
             };
-            Ok(remap_too_large(response))
+            let response = remap_too_large(response);
+            // A trailers-only response (an error status) ends here.
+            if let Some(code) = status_in(response.headers()) {
+                completion.finish(code);
+                return Ok(response);
+            }
+            Ok(response.map(|body| Body::new(CountingBody::new(body, sent, Some(completion)))))
         })
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod detector;
 pub mod edge;
+pub mod observe;
 
 use tonic::Status;
 

@@ -1,109 +1,15 @@
 //! The real binary: signals, exit codes, bad configuration, `switchyard check`.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-/// A `switchyard serve` child process on port 0.
-struct Server {
-    child: Child,
-    grpc: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let parsed: serde_json::Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                if parsed["message"] == "listening"
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(parsed["grpc"].as_str().map(str::to_owned));
-                }
-            }
-        });
-        let grpc = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its address")
-            .expect("address field")
-            .parse()
-            .expect("a socket address");
-        Self { child, grpc }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal delivered");
-    }
-
-    /// Waits up to `within` for the process to exit. Async, so that the
-    /// test's own clients keep answering the server's HTTP/2 GOAWAY and PING
-    /// while it drains.
-    async fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the server did not exit within {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = switchyard::check::check(
-                &self.grpc.to_string(),
-                "readiness",
-                Duration::from_secs(1),
-            )
-            .await;
-            if matches!(status, Ok(ServingStatus::Serving)) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready: {status:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::{BIN, Server};
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_0_within_the_budget_while_a_watch_is_open() {

@@ -14,4 +14,7 @@ mod health;
 mod helpers;
 mod kube;
 mod manifests;
+mod metrics;
+mod process;
 mod shadow;
+mod tracing;

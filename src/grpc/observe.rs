@@ -1,0 +1,267 @@
+//! What the edge layer records for every RPC: go-grpc-prometheus RED
+//! metrics, the OpenTelemetry server span, and one access log line.
+//!
+//! An RPC ends when its response ends: at the trailers (or a trailers-only
+//! response), so a stream is measured for its whole life. A response body
+//! dropped before its trailers means the client went away: `Canceled`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::{HandledLabels, Method, Metrics, RpcLabels, code_name};
+
+/// Counts gRPC messages in a byte stream: each is a 1-byte flag, a 4-byte
+/// big-endian length, then the payload.
+#[derive(Debug, Default)]
+pub struct MessageCounter {
+    header: [u8; 5],
+    filled: usize,
+    remaining: usize,
+}
+
+impl MessageCounter {
+    /// Feeds bytes; returns how many messages began in them.
+    pub fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut started = 0;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let take = self.remaining.min(data.len());
+                self.remaining -= take;
+                data = &data[take..];
+                continue;
+            }
+            let take = (5 - self.filled).min(data.len());
+            self.header[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled == 5 {
+                started += 1;
+                self.filled = 0;
+                let len = u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]);
+                self.remaining = len as usize;
+            }
+        }
+        started
+    }
+}
+
+/// A request or response body that counts the messages passing through.
+pub struct CountingBody<B> {
+    inner: B,
+    counter: MessageCounter,
+    messages: Counter,
+    /// Response bodies finish the RPC at their trailers.
+    completion: Option<Completion>,
+}
+
+impl<B> CountingBody<B> {
+    pub fn new(inner: B, messages: Counter, completion: Option<Completion>) -> Self {
+        Self {
+            inner,
+            counter: MessageCounter::default(),
+            messages,
+            completion,
+        }
+    }
+}
+
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = this.counter.feed(data);
+                    if n > 0 {
+                        this.messages.inc_by(n);
+                    }
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Some(completion) = this.completion.take()
+                {
+                    completion.finish(status_of(trailers));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(completion) = this.completion.take() {
+                    completion.finish(tonic::Code::Internal);
+                }
+            }
+            Poll::Ready(None) => {
+                // A body that ends without trailers breaks the protocol.
+                if let Some(completion) = this.completion.take() {
+                    completion.finish(tonic::Code::Unknown);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The `grpc-status` of trailers (or of a trailers-only response's
+/// headers), if present.
+pub fn status_in(headers: &HeaderMap) -> Option<tonic::Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    value.parse::<i32>().ok().map(tonic::Code::from_i32)
+}
+
+fn status_of(trailers: &HeaderMap) -> tonic::Code {
+    status_in(trailers).unwrap_or(tonic::Code::Unknown)
+}
+
+/// Records an RPC's end exactly once: metrics, span status, access log.
+/// Dropped unfinished, the client went away (`Canceled`).
+pub struct Completion {
+    metrics: Arc<Metrics>,
+    labels: RpcLabels,
+    started: Instant,
+    span: tracing::Span,
+    done: bool,
+}
+
+impl Completion {
+    pub fn start(
+        metrics: Arc<Metrics>,
+        method: &Method,
+        shadow: bool,
+        span: tracing::Span,
+    ) -> Self {
+        let labels = RpcLabels::new(method, shadow);
+        metrics.started.get_or_create(&labels).inc();
+        metrics.in_flight.inc();
+        Self {
+            metrics,
+            labels,
+            started: Instant::now(),
+            span,
+            done: false,
+        }
+    }
+
+    /// The labels of this RPC's series.
+    pub fn labels(&self) -> &RpcLabels {
+        &self.labels
+    }
+
+    /// The RPC's span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    pub fn finish(mut self, code: tonic::Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let m = &self.metrics;
+        m.in_flight.dec();
+        m.handled
+            .get_or_create(&HandledLabels {
+                grpc_type: self.labels.grpc_type,
+                grpc_service: Arc::clone(&self.labels.grpc_service),
+                grpc_method: Arc::clone(&self.labels.grpc_method),
+                grpc_code: code_name(code),
+                shadow: self.labels.shadow,
+            })
+            .inc();
+        m.handling_seconds
+            .get_or_create(&self.labels)
+            .observe(elapsed.as_secs_f64());
+        let name = code_name(code);
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_error(code) {
+            self.span.record("otel.status_code", "error");
+        }
+        self.span.in_scope(|| {
+            tracing::info!(
+                target: "switchyard::access",
+                grpc_code = name,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "rpc"
+            );
+        });
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// The codes the OpenTelemetry RPC conventions count as a server error.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: u32) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&len.to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len as usize));
+        m
+    }
+
+    #[test]
+    fn counts_messages_across_any_chunking() {
+        let mut stream = Vec::new();
+        for len in [0, 3, 70_000, 1, 0] {
+            stream.extend(message(len));
+        }
+        for chunk in [1, 2, 5, 7, 4096, stream.len()] {
+            let mut counter = MessageCounter::default();
+            let n: u64 = stream.chunks(chunk).map(|c| counter.feed(c)).sum();
+            assert_eq!(n, 5, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn grpc_status_names_follow_go() {
+        assert_eq!(code_name(tonic::Code::Cancelled), "Canceled");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "InvalidArgument");
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", "14".parse().expect("value"));
+        assert_eq!(status_in(&h), Some(tonic::Code::Unavailable));
+    }
+}

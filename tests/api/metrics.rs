@@ -1,0 +1,357 @@
+//! `GET /metrics` on the admin listener: go-grpc-prometheus's RED metrics
+//! for every service, shadow traffic apart, and Switchyard's own. The text
+//! is parsed by an independent parser (PyPI `prometheus-client`, installed
+//! by `scripts/test`), and the counts must match the calls made.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use switchyard::grpc::pb;
+use switchyard::grpc::pb::detector_client::DetectorClient;
+use tonic::transport::Channel;
+
+use crate::helpers::TestApp;
+use crate::kube::venv_tool;
+
+/// One sample: metric name, labels, value.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses Prometheus text with prometheus_client's own parser.
+fn parse(text: &str) -> Vec<Sample> {
+    const SCRIPT: &str = "
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({'name': s.name, 'labels': s.labels, 'value': s.value})
+print(json.dumps(out))
+";
+    let mut child = Command::new(venv_tool("SWITCHYARD_PYTHON", "python"))
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("parser finishes");
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics:\n{}\n--- text ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("parser output")
+}
+
+/// The value of the sample `name` whose labels include all of `labels`
+/// (0 when there is none).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} is ambiguous: {matching:?}"
+    );
+    matching.first().map_or(0.0, |s| s.value)
+}
+
+async fn scrape(app: &TestApp) -> Vec<Sample> {
+    let (code, text) = app.admin_get("/metrics").await;
+    assert_eq!(code, 200);
+    tokio::task::spawn_blocking(move || parse(&text))
+        .await
+        .expect("no panic")
+}
+
+const DETECT: [(&str, &str); 3] = [
+    ("grpc_type", "unary"),
+    ("grpc_service", "switchyard.v1.Detector"),
+    ("grpc_method", "Detect"),
+];
+
+fn with<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    base.iter().chain(more).copied().collect()
+}
+
+#[tokio::test]
+async fn red_metrics_count_exactly_the_calls_made() {
+    let app = TestApp::spawn().await;
+    for i in 0..7 {
+        app.detect(
+            "Das ist ein ganz gewöhnlicher deutscher Satz",
+            &format!("u{i}"),
+        )
+        .await
+        .expect("ok");
+    }
+    for _ in 0..3 {
+        let err = app.detect("   ", "u").await.expect_err("empty text");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+    let samples = scrape(&app).await;
+    let real = [("shadow", "false")];
+    let ok = with(&DETECT, &[("grpc_code", "OK"), ("shadow", "false")]);
+    let invalid = with(
+        &DETECT,
+        &[("grpc_code", "InvalidArgument"), ("shadow", "false")],
+    );
+    assert_eq!(value(&samples, "grpc_server_handled_total", &ok), 7.0);
+    assert_eq!(value(&samples, "grpc_server_handled_total", &invalid), 3.0);
+    assert_eq!(
+        value(&samples, "grpc_server_started_total", &with(&DETECT, &real)),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_msg_received_total",
+            &with(&DETECT, &real)
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_msg_sent_total",
+            &with(&DETECT, &real)
+        ),
+        7.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handling_seconds_count",
+            &with(&DETECT, &real)
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handling_seconds_bucket",
+            &with(&DETECT, &[("shadow", "false"), ("le", "+Inf")])
+        ),
+        10.0
+    );
+    // Switchyard's own.
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_detections_total",
+            &[
+                ("engine", "whatlang"),
+                ("language", "de"),
+                ("shadow", "false")
+            ]
+        ),
+        7.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_engine_seconds_count",
+            &[("engine", "whatlang")]
+        ),
+        7.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_flag_evaluations_total",
+            &[
+                ("flag", "detector-engine"),
+                ("variant", "whatlang"),
+                ("reason", "STATIC")
+            ]
+        ),
+        10.0
+    );
+    assert_eq!(value(&samples, "switchyard_in_flight_requests", &[]), 0.0);
+    assert_eq!(value(&samples, "switchyard_draining", &[]), 0.0);
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_health_status",
+            &[("service", "readiness")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_build_info",
+            &[("version", env!("CARGO_PKG_VERSION")), ("track", "stable")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_flag_reloads_total",
+            &[("result", "ok")]
+        ),
+        0.0
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "switchyard_flags_revision")
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_dark_launch_total",
+            &[("outcome", "match")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn health_reflection_and_streams_are_counted_with_their_types() {
+    let app = TestApp::spawn().await;
+    app.check("readiness").await.expect("check");
+    // A stream of 5 messages, answered one by one.
+    let mut client = app.detector().await;
+    let outbound = futures::stream::iter((0..5).map(|_| pb::DetectRequest {
+        text: "Questa è una frase italiana abbastanza lunga".into(),
+    }));
+    let mut replies = client
+        .detect_stream(outbound)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut n = 0;
+    while let Some(reply) = replies.message().await.expect("reply") {
+        assert_eq!(reply.language, "it");
+        n += 1;
+    }
+    assert_eq!(n, 5);
+
+    let samples = scrape(&app).await;
+    let health = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "grpc.health.v1.Health"),
+        ("grpc_method", "Check"),
+    ];
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &with(&health, &[("grpc_code", "OK"), ("shadow", "false")])
+        ),
+        1.0
+    );
+    let stream = [
+        ("grpc_type", "bidi_stream"),
+        ("grpc_service", "switchyard.v1.Detector"),
+        ("grpc_method", "DetectStream"),
+        ("shadow", "false"),
+    ];
+    assert_eq!(
+        value(&samples, "grpc_server_msg_received_total", &stream),
+        5.0
+    );
+    assert_eq!(value(&samples, "grpc_server_msg_sent_total", &stream), 5.0);
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &with(&stream, &[("grpc_code", "OK")])
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn unknown_methods_share_one_label_and_shadow_traffic_is_apart() {
+    let app = TestApp::spawn().await;
+    // Mirrored copies: authority ending in -shadow.
+    let channel = Channel::from_shared(app.endpoint())
+        .expect("uri")
+        .origin("http://switchyard-shadow:50051".parse().expect("origin"))
+        .connect()
+        .await
+        .expect("connects");
+    let mut mirrored = DetectorClient::new(channel.clone());
+    for _ in 0..4 {
+        mirrored
+            .detect(pb::DetectRequest {
+                text: "Esta es una frase en español bastante larga".into(),
+            })
+            .await
+            .expect("ok");
+    }
+    app.detect("This is a sentence in plain English", "u")
+        .await
+        .expect("ok");
+    // A method nobody serves, twice, under two names.
+    for path in ["/no.Such/Method", "/another.Fake/Call"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        let status = grpc
+            .unary::<pb::DetectRequest, pb::DetectResponse, _>(
+                tonic::Request::new(pb::DetectRequest::default()),
+                path.parse().expect("path"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("unimplemented");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    }
+
+    let samples = scrape(&app).await;
+    let ok = |shadow| with(&DETECT, &[("grpc_code", "OK"), ("shadow", shadow)]);
+    assert_eq!(
+        value(&samples, "grpc_server_handled_total", &ok("true")),
+        4.0
+    );
+    assert_eq!(
+        value(&samples, "grpc_server_handled_total", &ok("false")),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_detections_total",
+            &[("language", "es"), ("shadow", "true")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "unknown"),
+                ("grpc_method", "unknown"),
+                ("grpc_code", "Unimplemented")
+            ]
+        ),
+        2.0
+    );
+    // The control: the parser sees a wrong count as wrong.
+    assert_ne!(
+        value(&samples, "grpc_server_handled_total", &ok("true")),
+        5.0
+    );
+}

@@ -1,0 +1,129 @@
+//! The real `switchyard serve` as a child process on port 0: signals, exit
+//! codes, its stdout log lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A `switchyard serve` child process on port 0.
+pub struct Server {
+    child: Child,
+    pub grpc: SocketAddr,
+    /// Every stdout line so far (each checked to be JSON).
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let parsed: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                collected
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+                if parsed["message"] == "listening"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(parsed["grpc"].as_str().map(str::to_owned));
+                }
+            }
+        });
+        let grpc = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its address")
+            .expect("address field")
+            .parse()
+            .expect("a socket address");
+        Self { child, grpc, lines }
+    }
+
+    /// The stdout lines so far, parsed.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal delivered");
+    }
+
+    /// Waits up to `within` for the process to exit. Async, so that the
+    /// test's own clients keep answering the server's HTTP/2 GOAWAY and PING
+    /// while it drains.
+    pub async fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the server did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = switchyard::check::check(
+                &self.grpc.to_string(),
+                "readiness",
+                Duration::from_secs(1),
+            )
+            .await;
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
