@@ -1,6 +1,5 @@
 //! Admin/GetInfo tells a person what this replica is.
 
-
 use std::sync::Arc;
 
 use switchyard::engine::RealEngines;

@@ -15,3 +15,5 @@ mod helpers;
 mod kube;
 mod manifests;
 mod shadow;
+mod smoke;
+mod watch;
