@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default) and `check`.
+//! The command line: `serve` (the default), `check`, `flags`, and the
+//! operating tools `smoke` and `watch`.
 //!
 //! Flag values stay strings here and become settings overrides, so every
 //! value is checked once, by [`crate::configuration`], with the same one-line
@@ -44,6 +45,10 @@ pub enum Command {
     /// Work with flag files offline.
     #[command(subcommand)]
     Flags(FlagsCommand),
+    /// Post-deploy smoke test: readiness, reflection, Detect in every language, GetInfo.
+    Smoke(SmokeArgs),
+    /// Call Detect continuously and show live who answers and what fails (during a release).
+    Watch(WatchArgs),
 }
 
 /// `switchyard flags ...`.
@@ -180,6 +185,42 @@ pub struct CheckArgs {
     pub timeout: f64,
 }
 
+/// `switchyard smoke`.
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// Server address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Fail unless GetInfo and every Detect reply report this release version.
+    #[arg(long, value_name = "V")]
+    pub expect_version: Option<String>,
+    /// Bound on connecting and on each call, in seconds.
+    #[arg(
+        long,
+        default_value_t = 5.0,
+        value_name = "SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub timeout: f64,
+}
+
+/// `switchyard watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Server (or mesh entry) address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Detect calls per second.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub rps: u32,
+    /// Synthetic users `user-0`..`user-{N-1}`, sent in turn as `x-user-id`.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub user_ids: u32,
+    /// Stop after this many seconds [default: at Ctrl-C].
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub duration: Option<f64>,
+}
+
 /// Runs `switchyard flags ...`, writing results to `out` and problems to
 /// `err`. Returns the exit code: 0 valid/evaluated, 1 invalid flags, 2 bad
 /// usage (such as a context that is not JSON).
@@ -307,5 +348,84 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         }
         Ok(Err(e)) => fail(1, &e),
         Err(e) => fail(1, &e),
+    }
+}
+
+/// A positive, finite number of seconds, or a usage error naming `flag`.
+fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("invalid {flag} {value}: expected a positive number of seconds"))
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Runs `switchyard smoke`: a line per check on stdout; 0 when all pass, 1 at
+/// the first failure, 2 for bad usage.
+pub fn run_smoke(args: &SmokeArgs) -> i32 {
+    let timeout = match seconds("--timeout", args.timeout) {
+        Ok(timeout) => timeout,
+        Err(e) => return fail(EXIT_BAD_CONFIG, &e),
+    };
+    let opts = crate::smoke::SmokeOptions {
+        addr: args.addr.clone(),
+        expect_version: args.expect_version.clone(),
+        timeout,
+    };
+    let runtime = match current_thread_runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(1, &e),
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(crate::smoke::run(&opts, &mut out)) {
+        Ok(_) => 0,
+        Err(e @ crate::smoke::SmokeError::Addr(_)) => fail(e.exit_code(), &e),
+        // The FAIL line is already on stdout.
+        Err(e) => e.exit_code(),
+    }
+}
+
+/// Runs `switchyard watch` until `--duration` passes or Ctrl-C: a live view
+/// on a terminal, a line per second otherwise, then the summary. 0 when no
+/// call failed, 1 otherwise, 2 for bad usage.
+pub fn run_watch(args: &WatchArgs) -> i32 {
+    use std::io::IsTerminal;
+
+    use crate::watch::{self, LiveView, PlainView, View, WatchOptions};
+
+    let duration = match args.duration.map(|d| seconds("--duration", d)).transpose() {
+        Ok(duration) => duration,
+        Err(e) => return fail(EXIT_BAD_CONFIG, &e),
+    };
+    let opts = WatchOptions {
+        addr: args.addr.clone(),
+        rps: args.rps,
+        user_ids: args.user_ids,
+        duration,
+        deadline: watch::CALL_DEADLINE,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(1, &e),
+    };
+    let mut view: Box<dyn View> = if std::io::stdout().is_terminal() {
+        Box::new(LiveView::new(&args.addr))
+    } else {
+        Box::new(PlainView::new(std::io::stdout()))
+    };
+    let ctrl_c = async {
+        // Without a handler, Ctrl-C ends the process the usual way.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    match runtime.block_on(watch::run(&opts, ctrl_c, view.as_mut())) {
+        Ok(summary) => i32::from(summary.total.failed() > 0),
+        Err(e) => fail(EXIT_BAD_CONFIG, &e),
     }
 }

@@ -13,7 +13,8 @@
 //! - [`configuration`]: the settings, plain documented data layered from
 //!   built-in defaults, an optional file, `SWITCHYARD__*` environment and
 //!   command-line flags, validated once before anything binds.
-//! - [`cli`]: the command line (`serve`, `check`), mapped onto settings.
+//! - [`cli`]: the command line (`serve`, `check`, `flags`, `smoke`, `watch`);
+//!   `serve`'s flags become settings.
 //! - [`startup`]: [`startup::Application`] binds the listeners in `build` and
 //!   owns all the wiring; `run_until_stopped` serves until a stop signal and
 //!   then drains in the five steps of the termination contract.
@@ -33,6 +34,10 @@
 //! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`).
 //! - [`shutdown`]: stop signals and the drain outcome (exit codes).
 //! - [`check`]: the `switchyard check` health-probe client.
+//! - [`smoke`]: `switchyard smoke`, the post-deploy smoke test.
+//! - [`watch`]: `switchyard watch`, live shares and failures during a
+//!   release; its statistics ([`watch::Tally`]) are pure and unit tested.
+//! - [`client`]: what those client tools share (`--addr`, status code names).
 //! - [`telemetry`]: log initialisation, returning a guard.
 //!
 //! # The path of a request
@@ -50,6 +55,7 @@
 pub mod admin_http;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod configuration;
 pub mod dark_launch;
 pub mod detection;
@@ -60,8 +66,10 @@ pub mod health;
 pub mod metrics;
 pub mod release;
 pub mod shutdown;
+pub mod smoke;
 pub mod startup;
 pub mod telemetry;
+pub mod watch;
 
 /// The build's version, reported in every reply's `served_by`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

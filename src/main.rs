@@ -12,6 +12,8 @@ fn main() {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => cli::run_check(&args),
         Command::Flags(cmd) => cli::run_flags(&cmd, &mut std::io::stdout(), &mut std::io::stderr()),
+        Command::Smoke(args) => cli::run_smoke(&args),
+        Command::Watch(args) => cli::run_watch(&args),
     };
     // Exit without waiting for blocking work still running after a forced drain.
     std::process::exit(code);

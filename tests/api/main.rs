@@ -17,4 +17,6 @@ mod manifests;
 mod metrics;
 mod process;
 mod shadow;
+mod smoke;
 mod tracing;
+mod watch;

@@ -1,0 +1,201 @@
+//! `switchyard smoke`: the post-deploy smoke test, run as the real binary
+//! (exit codes, lines) and through the library API.
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::engine::RealEngines;
+use switchyard::smoke::{self, Check, SmokeError, SmokeOptions};
+
+use crate::helpers::{GatedLoader, TestApp, eventually, settings};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// Runs `switchyard smoke ARGS` off the test's runtime, which keeps serving.
+async fn smoke_bin(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .arg("smoke")
+            .args(args)
+            .output()
+            .expect("binary runs")
+    })
+    .await
+    .expect("joins")
+}
+
+fn stdout_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn opts(addr: String) -> SmokeOptions {
+    SmokeOptions {
+        addr,
+        expect_version: None,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_replica_passes_with_one_ok_line_per_check_in_order() {
+    let app = TestApp::spawn_with(
+        settings(&[("deployment.version", "v2")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    let addr = app.grpc_addr.to_string();
+
+    let out = smoke_bin(&["--addr", &addr, "--expect-version", "v2"]).await;
+
+    let lines = stdout_lines(&out);
+    assert_eq!(out.status.code(), Some(0), "{lines:#?}");
+    let expected = [
+        "readiness SERVING",
+        "reflection ",
+        "detect 12/12 languages",
+        "info version v2",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for (line, start) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("ok   {start}")),
+            "{line:?} starts with {start:?}"
+        );
+    }
+    assert!(
+        lines[1].contains("switchyard.v1.Detector, switchyard.v1.Admin, grpc.health.v1.Health")
+    );
+    assert!(lines[2].contains("engine whatlang"), "{}", lines[2]);
+    assert!(lines[3].contains("flags revision "), "{}", lines[3]);
+}
+
+#[tokio::test]
+async fn every_sentence_is_also_right_for_the_accurate_engine() {
+    let app = TestApp::spawn_with(
+        settings(&[("detector.default_engine", "lingua")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    let mut out = Vec::new();
+
+    let report = smoke::run(&opts(app.grpc_addr.to_string()), &mut out)
+        .await
+        .expect("passes");
+
+    let checks: Vec<Check> = report.passed.iter().map(|p| p.check).collect();
+    assert_eq!(checks, Check::ALL);
+    assert!(
+        report.passed[2].detail.contains("engine lingua"),
+        "{:?}",
+        report.passed[2]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_expected_version_fails_with_exit_1_at_the_first_check_that_sees_it() {
+    let app = TestApp::spawn().await;
+    let addr = app.grpc_addr.to_string();
+
+    let out = smoke_bin(&["--addr", &addr, "--expect-version", "9.9.9"]).await;
+
+    let lines = stdout_lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{lines:#?}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "two checks pass, then the failure: {lines:#?}"
+    );
+    assert!(lines[0].starts_with("ok   readiness") && lines[1].starts_with("ok   reflection"));
+    assert!(
+        lines[2].starts_with("FAIL detect: served by version")
+            && lines[2].contains(switchyard::VERSION)
+            && lines[2].contains("9.9.9"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_failed_check_with_exit_1() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = free.local_addr().expect("addr").to_string();
+    drop(free);
+
+    let out = smoke_bin(&["--addr", &addr, "--timeout", "2"]).await;
+
+    let lines = stdout_lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{lines:#?}");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with(&format!("FAIL readiness: cannot connect to {addr}")),
+        "{}",
+        lines[0]
+    );
+}
+
+#[tokio::test]
+async fn a_replica_still_loading_its_engines_is_not_ready() {
+    let (loader, _gate) = GatedLoader::new();
+    let app = TestApp::spawn_with(settings(&[]), loader).await;
+    let addr = app.grpc_addr.to_string();
+
+    let out = smoke_bin(&["--addr", &addr]).await;
+
+    let lines = stdout_lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{lines:#?}");
+    assert_eq!(lines, ["FAIL readiness: readiness is NOT_SERVING"]);
+}
+
+#[tokio::test]
+async fn a_draining_replica_fails_readiness_though_it_still_answers() {
+    let app = TestApp::spawn_with(settings(&[("drain.delay", "5")]), Arc::new(RealEngines))
+        .await
+        .ready()
+        .await;
+    app.signal().await;
+    eventually(Duration::from_secs(2), "draining", || {
+        app.health.is_draining()
+    })
+    .await;
+    // Still inside the drain delay: Detect answers, readiness does not.
+    app.detect("Still serving during the drain delay, as promised.", "u")
+        .await
+        .expect("served");
+    let mut out = Vec::new();
+
+    let err = smoke::run(&opts(app.grpc_addr.to_string()), &mut out)
+        .await
+        .expect_err("fails");
+
+    assert!(
+        matches!(&err, SmokeError::Failed { check: Check::Readiness, reason } if reason.contains("NOT_SERVING")),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "FAIL readiness: readiness is NOT_SERVING\n"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_addr_is_bad_usage_exit_2_with_one_line() {
+    for addr in ["localhost", "http://127.0.0.1:50051", "not an address"] {
+        let out = smoke_bin(&["--addr", addr]).await;
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{addr}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("switchyard: invalid --addr"), "{stderr}");
+        assert!(out.stdout.is_empty(), "no check ran");
+    }
+}
