@@ -9,10 +9,8 @@
 //! to Switchyard replicas started from the istio overlay's Deployments.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -23,6 +21,7 @@ use tonic::transport::Channel;
 
 use crate::helpers::{TestApp, settings};
 use crate::kube::{self, Pod};
+use crate::proxy::{self, Envoy};
 
 /// The mesh host every route of ours addresses.
 const HOST: &str = "switchyard.switchyard.svc.cluster.local";
@@ -456,172 +455,18 @@ pub fn bootstrap(
             c
         })
         .collect();
-    Ok(json!({
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "outbound",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "outbound",
-                        "codec_type": "AUTO",
-                        "route_config": {"name": "switchyard", "virtual_hosts": [
-                            {"name": "switchyard", "domains": ["*"], "routes": routes}
-                        ]},
-                        "http_filters": [{
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                        }]
-                    }
-                }]}]
-            }],
-            "clusters": clusters,
-        }
-    }))
+    Ok(proxy::bootstrap(
+        Value::Array(routes),
+        Value::Array(clusters),
+    ))
 }
 
 // ---------------------------------------------------------------------------
 // The harness: replicas from the istio overlay, a real Envoy in front.
 
-fn envoy_binary() -> PathBuf {
-    kube::venv_tool("SWITCHYARD_ENVOY", "envoy")
-}
-
-/// A running Envoy; killed on drop.
-struct Envoy {
-    child: Child,
-    listener: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Envoy {
-    /// Starts Envoy on `config` and waits (bounded) until it is ready.
-    async fn start(config: &Value) -> Envoy {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("envoy.json");
-        std::fs::write(&config_path, config.to_string()).expect("write bootstrap");
-        let admin_path = dir.path().join("admin");
-        let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log file");
-        let mut child = Command::new(envoy_binary())
-            .arg("-c")
-            .arg(&config_path)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .args([
-                "--use-dynamic-base-id",
-                "--concurrency",
-                "1",
-                "-l",
-                "warning",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("envoy starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let listener = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                let log = std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default();
-                panic!("envoy exited ({status}) before it was ready:\n{log}");
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default();
-                panic!("envoy not ready within 30 s:\n{log}");
-            }
-            if let Some(addr) = listener_address(&admin_path).await {
-                break addr;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        Envoy {
-            child,
-            listener,
-            _dir: dir,
-        }
-    }
-
-    async fn detector(&self) -> DetectorClient<Channel> {
-        // A mesh client addresses the service by its name.
-        let channel = Channel::from_shared(format!("http://{}", self.listener))
-            .expect("uri")
-            .origin(format!("http://{HOST}:{PORT}").parse().expect("origin"))
-            .connect()
-            .await
-            .expect("connects to envoy");
-        DetectorClient::new(channel)
-    }
-}
-
-/// The listener's bound address, once Envoy's admin says it is ready.
-async fn listener_address(admin_path: &std::path::Path) -> Option<std::net::SocketAddr> {
-    let admin = std::fs::read_to_string(admin_path).ok()?;
-    let admin = admin.trim().to_owned();
-    let get = |path: &str| {
-        let admin = admin.clone();
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || http_get(&admin, &path))
-    };
-    let ready = get("/ready").await.ok()??;
-    if !ready.starts_with("LIVE") {
-        return None;
-    }
-    let listeners: Value =
-        serde_json::from_str(&get("/listeners?format=json").await.ok()??).ok()?;
-    let socket = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
-    format!(
-        "{}:{}",
-        socket["address"].as_str()?,
-        socket["port_value"].as_u64()?
-    )
-    .parse()
-    .ok()
-}
-
-/// A minimal HTTP/1.1 GET (Envoy refuses HTTP/1.0) for Envoy's admin endpoint: the body of a 200.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?;
-    if status != "200" {
-        return None;
-    }
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Some(body.to_owned());
-    }
-    // Chunked: <hex size>\r\n<data>\r\n ... 0\r\n\r\n
-    let mut rest = body;
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size + 2..)?;
-    }
+/// Envoy, addressed the way a mesh client addresses the service.
+async fn detector(envoy: &Envoy) -> DetectorClient<Channel> {
+    DetectorClient::new(envoy.channel(&format!("http://{HOST}:{PORT}")).await)
 }
 
 /// One replica per Deployment of the istio overlay, started with that
@@ -774,7 +619,7 @@ fn catch_all_weight(file: &str, subset: &str) -> u64 {
 async fn canary_weights_split_calls_within_three_points() {
     let mesh = Mesh::start().await;
     let envoy = mesh.envoy("virtualservice-canary.yaml").await;
-    let client = envoy.detector().await;
+    let client = detector(&envoy).await;
     const N: usize = 2000;
     let counts = calls(&client, N, &[]).await;
     let v2: usize = counts
@@ -800,7 +645,7 @@ async fn canary_weights_split_calls_within_three_points() {
 async fn header_ab_sends_beta_users_to_v2_and_everyone_else_to_v1() {
     let mesh = Mesh::start().await;
     let envoy = mesh.envoy("virtualservice-ab.yaml").await;
-    let client = envoy.detector().await;
+    let client = detector(&envoy).await;
     let beta = calls(&client, 1000, &[("x-user-group", "beta")]).await;
     let others = calls(&client, 500, &[("x-user-group", "alpha")]).await;
     let unmarked = calls(&client, 500, &[]).await;
@@ -819,7 +664,7 @@ async fn header_ab_sends_beta_users_to_v2_and_everyone_else_to_v1() {
 async fn shadow_replies_come_from_v1_while_the_shadow_replica_gets_copies() {
     let mesh = Mesh::start().await;
     let envoy = mesh.envoy("virtualservice-shadow.yaml").await;
-    let client = envoy.detector().await;
+    let client = detector(&envoy).await;
     const N: usize = 1000;
     let counts = calls(&client, N, &[]).await;
     assert!(
@@ -845,7 +690,7 @@ async fn shadow_replies_come_from_v1_while_the_shadow_replica_gets_copies() {
         }
     }
     let envoy = mesh.envoy_with(&vs).await;
-    let counts = calls(&envoy.detector().await, 200, &[]).await;
+    let counts = calls(&detector(&envoy).await, 200, &[]).await;
     assert!(counts.keys().all(|(version, _)| version == "v1"));
     assert_eq!(
         canary.traffic_once_shadow(200).await,
@@ -858,7 +703,7 @@ async fn shadow_replies_come_from_v1_while_the_shadow_replica_gets_copies() {
 async fn a_long_detect_stream_passes_the_streaming_route() {
     let mesh = Mesh::start().await;
     let envoy = mesh.envoy("virtualservice-canary.yaml").await;
-    let mut client = envoy.detector().await;
+    let mut client = detector(&envoy).await;
     const N: usize = 1000;
     // Paced a little so the stream outlives a short timeout, were one set.
     let outbound = futures::stream::iter(0..N).then(|i| async move {

@@ -5,6 +5,7 @@
 mod admin;
 mod bad_input;
 mod binary;
+mod dashboard;
 mod detect;
 mod drain;
 mod envoy;
@@ -16,6 +17,8 @@ mod kube;
 mod manifests;
 mod metrics;
 mod process;
+mod proxy;
+mod rollout;
 mod shadow;
 mod smoke;
 mod tracing;

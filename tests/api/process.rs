@@ -28,11 +28,17 @@ impl Server {
 
     /// Like [`Server::start`] with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on("127.0.0.1:0", extra, env)
+    }
+
+    /// Serves gRPC on `grpc_addr` (a fixed port when a proxy's endpoint
+    /// list names it in advance).
+    pub fn start_on(grpc_addr: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
                 "--grpc-addr",
-                "127.0.0.1:0",
+                grpc_addr,
                 "--admin-addr",
                 "127.0.0.1:0",
             ])
@@ -90,14 +96,25 @@ impl Server {
     /// test's own clients keep answering the server's HTTP/2 GOAWAY and PING
     /// while it drains.
     pub async fn wait(&mut self, within: Duration) -> ExitStatus {
+        match self.exited_within(within).await {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill();
+                panic!("the server did not exit within {within:?}");
+            }
+        }
+    }
+
+    /// The exit status if the process ends within `within`, else None
+    /// (still running).
+    pub async fn exited_within(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+                return Some(status);
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the server did not exit within {within:?}");
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
