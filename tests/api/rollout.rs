@@ -496,7 +496,8 @@ async fn rolling_update(
         killed += usize::from(forced);
     }
     let end = load.now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Steady state again; streams the last drain ended reconnect meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     (load.finish().await, begin..end, killed)
 }
 
