@@ -123,7 +123,7 @@ pub struct ServeArgs {
     /// json | pretty [default: json unless stdout is a terminal] (log.format).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
-    /// OTLP/gRPC trace collector URL; export is off when unset [default: $OTEL_EXPORTER_OTLP_ENDPOINT] (telemetry.otlp_endpoint).
+    /// OTLP/gRPC trace collector URL; export is off when unset [default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT] (telemetry.otlp_endpoint).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// Log filter such as `info`; `RUST_LOG` wins when set [default: info] (log.level).

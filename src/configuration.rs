@@ -87,7 +87,7 @@ pub struct ServerSettings {
     /// gRPC listener (Detector, Admin, Health, reflection). Port 0 picks a
     /// free port; [`crate::startup::Application::grpc_addr`] reports it.
     pub grpc_addr: SocketAddr,
-    /// Plain-HTTP admin listener (`/healthz`, `/readyz`).
+    /// Plain-HTTP admin listener (`/healthz`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
     /// Detect calls served at once; calls above it are shed with
     /// RESOURCE_EXHAUSTED instead of queueing without bound.

@@ -369,4 +369,29 @@ async fn the_standard_endpoint_variable_turns_export_on_and_its_absence_off() {
         resource.get("service.name").map(String::as_str),
         Some("switchyard-test")
     );
+
+    // The sampler variables apply: always_off exports nothing.
+    let sampled_out = Server::start_with_env(
+        &["--drain-delay", "0", "--otlp-endpoint", &endpoint],
+        &[("OTEL_TRACES_SAMPLER", "always_off")],
+    );
+    sampled_out.wait_ready().await;
+    let other = format!("00-{B3_TRACE}-{B3_PARENT}-01");
+    assert_eq!(
+        detect(
+            &sampled_out,
+            "Une phrase française",
+            &[("traceparent", &other)]
+        )
+        .await,
+        tonic::Code::Ok
+    );
+    drain(sampled_out).await;
+    assert!(
+        collector
+            .spans()
+            .iter()
+            .all(|(_, s)| hex(&s.trace_id) != B3_TRACE),
+        "OTEL_TRACES_SAMPLER=always_off must export nothing"
+    );
 }
