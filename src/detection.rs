@@ -192,7 +192,7 @@ impl DetectionService {
     }
 
     /// Validates `text`, admits the call or sheds it, and detects with the
-    /// engine [`release::choose_engine`] picks. Unary calls shed when the
+    /// engine [`release::decide`] picks. Unary calls shed when the
     /// limit is reached (`wait_for_permit = false`); a stream's next message
     /// waits for a permit, since a stream is already one slot of work.
     pub async fn detect(

@@ -30,24 +30,31 @@
 //! - [`health`]: readiness, liveness and the standard `grpc.health.v1`
 //!   service built on them, the liveness watchdog and the ready file.
 //! - [`grpc`]: the edge: proto types, the tonic services, the one mapping from
-//!   domain errors to `tonic::Status`, and the request-edge layer (deadlines).
-//! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`).
+//!   domain errors to `tonic::Status`, and the request-edge layer (deadlines,
+//!   shadow marking, and per-RPC observation: metrics, span, access line).
+//! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
+//!   RED metrics and Switchyard's own.
+//! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`,
+//!   `/metrics`).
 //! - [`shutdown`]: stop signals and the drain outcome (exit codes).
 //! - [`check`]: the `switchyard check` health-probe client.
 //! - [`smoke`]: `switchyard smoke`, the post-deploy smoke test.
 //! - [`watch`]: `switchyard watch`, live shares and failures during a
 //!   release; its statistics ([`watch::Tally`]) are pure and unit tested.
 //! - [`client`]: what those client tools share (`--addr`, status code names).
-//! - [`telemetry`]: log initialisation, returning a guard.
+//! - [`telemetry`]: process-wide logs (JSON lines carrying trace ids) and
+//!   OpenTelemetry traces (W3C and B3 propagation, OTLP export), returning
+//!   a guard that flushes the last spans after the drain.
 //!
 //! # The path of a request
 //!
-//! A `Detect` call enters tonic, passes the edge layer (which turns the
-//! client's `grpc-timeout` into `DEADLINE_EXCEEDED`), reaches
+//! A `Detect` call enters tonic, passes the edge layer (which opens the
+//! server span from the caller's trace context, starts the RED metrics and
+//! turns the client's `grpc-timeout` into `DEADLINE_EXCEEDED`), reaches
 //! [`grpc::detector`], which converts the proto request into a domain
 //! [`detection::RequestContext`] and text, and calls
 //! [`detection::DetectionService::detect`]. That checks readiness, the text
-//! limits and a concurrency permit, asks [`release::choose_engine`] for the
+//! limits and a concurrency permit, asks [`release::decide`] for the
 //! engine, runs it on the blocking pool and returns a domain
 //! [`detection::Outcome`], which the edge turns back into a `DetectResponse`.
 #![forbid(unsafe_code)]
@@ -71,7 +78,7 @@ pub mod startup;
 pub mod telemetry;
 pub mod watch;
 
-/// The build's version, reported in every reply's `served_by`.
+/// The build's version (`served_by.version` unless `--app-version` is set).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit the binary was built from ("unknown" outside a checkout).
 pub const GIT_COMMIT: &str = env!("SWITCHYARD_GIT_COMMIT");
