@@ -139,6 +139,8 @@ fn status_of(trailers: &HeaderMap) -> tonic::Code {
     status_in(trailers).unwrap_or(tonic::Code::Unknown)
 }
 
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
 /// Records an RPC's end exactly once: metrics, span status, access log.
 /// Dropped unfinished, the client went away (`Canceled`).
 pub struct Completion {
@@ -206,13 +208,15 @@ impl Completion {
         if is_server_error(code) {
             self.span.record("otel.status_code", "error");
         }
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         self.span.in_scope(|| {
-            tracing::info!(
-                target: "switchyard::access",
-                grpc_code = name,
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
-                "rpc"
-            );
+            // Probes and proxy health checks arrive every second or two per
+            // prober: their lines are debug, their metrics are kept.
+            if &*self.labels.grpc_service == HEALTH_SERVICE {
+                tracing::debug!(target: "switchyard::access", grpc_code = name, latency_ms, "rpc");
+            } else {
+                tracing::info!(target: "switchyard::access", grpc_code = name, latency_ms, "rpc");
+            }
         });
     }
 }
