@@ -16,7 +16,7 @@ use crate::helpers::{TestApp, settings};
 use crate::kube::{self, OVERLAYS, Pod};
 
 /// The Kubernetes version the schemas are checked against.
-const KUBERNETES_VERSION: &str = "1.34.0";
+const KUBERNETES_VERSION: &str = "1.37.0";
 
 /// API groups whose kinds are CRDs (checked against their projects' CRD
 /// schemas by ../shared/tools/validate-manifests in `.ci/run`).
