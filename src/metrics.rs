@@ -59,26 +59,104 @@ impl RpcType {
     }
 }
 
-/// A method's labels, precomputed once per method.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A served method: its labels and its metric series, resolved once at
+/// startup so a request only bumps counters (no label hashing).
+#[derive(Debug)]
 pub struct Method {
     pub service: Arc<str>,
     pub method: Arc<str>,
+    /// `service/method`, the span name.
+    pub full_name: Arc<str>,
     pub kind: RpcType,
+    /// Real traffic ([0]) and shadow traffic ([1]).
+    series: [RpcSeries; 2],
+}
+
+impl Method {
+    fn new(service: Arc<str>, method: Arc<str>, kind: RpcType, metrics: &Metrics) -> Self {
+        let full_name: Arc<str> = format!("{service}/{method}").into();
+        let series = [false, true].map(|shadow| {
+            RpcSeries::new(
+                RpcLabels {
+                    grpc_type: kind.as_str(),
+                    grpc_service: Arc::clone(&service),
+                    grpc_method: Arc::clone(&method),
+                    shadow,
+                },
+                metrics,
+            )
+        });
+        Self {
+            service,
+            method,
+            full_name,
+            kind,
+            series,
+        }
+    }
+
+    /// The series for real (`shadow == false`) or shadow traffic.
+    pub fn series(&self, shadow: bool) -> &RpcSeries {
+        &self.series[usize::from(shadow)]
+    }
+}
+
+/// One method's series for one value of `shadow`: handles to the shared
+/// counters, so recording is an atomic add.
+#[derive(Debug)]
+pub struct RpcSeries {
+    labels: RpcLabels,
+    pub started: Counter,
+    pub received: Counter,
+    pub sent: Counter,
+    pub handling_seconds: Histogram,
+    /// `grpc_server_handled_total` by code, created on first use.
+    handled: [std::sync::OnceLock<Counter>; 17],
+}
+
+impl RpcSeries {
+    fn new(labels: RpcLabels, metrics: &Metrics) -> Self {
+        Self {
+            started: metrics.started.get_or_create_owned(&labels),
+            received: metrics.msg_received.get_or_create_owned(&labels),
+            sent: metrics.msg_sent.get_or_create_owned(&labels),
+            handling_seconds: metrics.handling_seconds.get_or_create_owned(&labels),
+            handled: Default::default(),
+            labels,
+        }
+    }
+
+    /// The `grpc_server_handled_total` counter for `code`.
+    pub fn handled(&self, metrics: &Metrics, code: tonic::Code) -> &Counter {
+        let slot = (code as usize).min(self.handled.len() - 1);
+        self.handled[slot].get_or_init(|| {
+            metrics.handled.get_or_create_owned(&HandledLabels {
+                grpc_type: self.labels.grpc_type,
+                grpc_service: Arc::clone(&self.labels.grpc_service),
+                grpc_method: Arc::clone(&self.labels.grpc_method),
+                grpc_code: code_name(code),
+                shadow: self.labels.shadow,
+            })
+        })
+    }
 }
 
 /// Every served method by path (`/pkg.Service/Method`), from the descriptor
-/// sets. Unknown paths share one `unknown` label, so a client cannot grow
+/// sets. Unknown paths share one `unknown` method, so a client cannot grow
 /// the series without bound.
 #[derive(Debug)]
 pub struct MethodTable {
-    by_path: HashMap<String, Method>,
-    unknown: Method,
+    by_path: HashMap<String, Arc<Method>>,
+    unknown: Arc<Method>,
 }
 
 impl MethodTable {
-    /// Reads the services of encoded `FileDescriptorSet`s.
-    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+    /// Reads the services of encoded `FileDescriptorSet`s and resolves
+    /// their series in `metrics`.
+    pub fn from_descriptor_sets(
+        sets: &[&[u8]],
+        metrics: &Metrics,
+    ) -> Result<Self, prost::DecodeError> {
         use prost::Message;
         let mut by_path = HashMap::new();
         for bytes in sets {
@@ -103,30 +181,23 @@ impl MethodTable {
                             (false, true) => RpcType::ServerStream,
                             (true, true) => RpcType::BidiStream,
                         };
-                        by_path.insert(
-                            format!("/{full}/{method_name}"),
-                            Method {
-                                service: Arc::clone(&full),
-                                method: method_name.into(),
-                                kind,
-                            },
-                        );
+                        let path = format!("/{full}/{method_name}");
+                        let method =
+                            Method::new(Arc::clone(&full), method_name.into(), kind, metrics);
+                        by_path.insert(path, Arc::new(method));
                     }
                 }
             }
         }
+        let unknown = Method::new("unknown".into(), "unknown".into(), RpcType::Unary, metrics);
         Ok(Self {
             by_path,
-            unknown: Method {
-                service: "unknown".into(),
-                method: "unknown".into(),
-                kind: RpcType::Unary,
-            },
+            unknown: Arc::new(unknown),
         })
     }
 
     /// The method a request path names (or the `unknown` method).
-    pub fn get(&self, path: &str) -> &Method {
+    pub fn get(&self, path: &str) -> &Arc<Method> {
         self.by_path.get(path).unwrap_or(&self.unknown)
     }
 }
@@ -137,17 +208,6 @@ pub struct RpcLabels {
     pub grpc_service: Arc<str>,
     pub grpc_method: Arc<str>,
     pub shadow: bool,
-}
-
-impl RpcLabels {
-    pub fn new(method: &Method, shadow: bool) -> Self {
-        Self {
-            grpc_type: method.kind.as_str(),
-            grpc_service: Arc::clone(&method.service),
-            grpc_method: Arc::clone(&method.method),
-            shadow,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

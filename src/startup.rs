@@ -117,12 +117,15 @@ impl Application {
             version: settings.deployment.version.clone(),
             track: settings.deployment.track.as_str(),
         }));
-        let methods = MethodTable::from_descriptor_sets(&[
-            pb::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ])
+        let methods = MethodTable::from_descriptor_sets(
+            &[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+            &metrics,
+        )
         .map_err(|e| StartupError::Reflection(e.to_string()))?;
         Ok(Self {
             settings: Arc::new(settings),

@@ -115,20 +115,11 @@ where
             parts.extensions.insert(Mirrored);
         }
         let shadow = mirrored || self.observer.shadow_track;
-        let method = self.observer.methods.get(parts.uri.path());
-        let span = telemetry::server_span(method, &parts.headers, shadow);
+        let method = Arc::clone(self.observer.methods.get(parts.uri.path()));
+        let span = telemetry::server_span(&method, &parts.headers, shadow);
         let completion =
             Completion::start(Arc::clone(&self.observer.metrics), method, shadow, span);
-        let received = self
-            .observer
-            .metrics
-            .msg_received
-            .get_or_create_owned(completion.labels());
-        let sent = self
-            .observer
-            .metrics
-            .msg_sent
-            .get_or_create_owned(completion.labels());
+        let (received, sent) = completion.message_counters();
         let body = Body::new(CountingBody::new(body, received, None));
         let req = http::Request::from_parts(parts, body);
 

@@ -15,7 +15,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::metrics::{HandledLabels, Method, Metrics, RpcLabels, code_name};
+use crate::metrics::{Method, Metrics, code_name};
 
 /// Counts gRPC messages in a byte stream: each is a 1-byte flag, a 4-byte
 /// big-endian length, then the payload.
@@ -109,9 +109,10 @@ where
                 }
             }
             Poll::Ready(None) => {
-                // A body that ends without trailers breaks the protocol.
+                // Ended without trailers: the stream was reset under it
+                // (the client went away).
                 if let Some(completion) = this.completion.take() {
-                    completion.finish(tonic::Code::Unknown);
+                    completion.finish(tonic::Code::Cancelled);
                 }
             }
             Poll::Pending => {}
@@ -145,7 +146,8 @@ const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// Dropped unfinished, the client went away (`Canceled`).
 pub struct Completion {
     metrics: Arc<Metrics>,
-    labels: RpcLabels,
+    method: Arc<Method>,
+    shadow: bool,
     started: Instant,
     span: tracing::Span,
     done: bool,
@@ -154,25 +156,26 @@ pub struct Completion {
 impl Completion {
     pub fn start(
         metrics: Arc<Metrics>,
-        method: &Method,
+        method: Arc<Method>,
         shadow: bool,
         span: tracing::Span,
     ) -> Self {
-        let labels = RpcLabels::new(method, shadow);
-        metrics.started.get_or_create(&labels).inc();
+        method.series(shadow).started.inc();
         metrics.in_flight.inc();
         Self {
             metrics,
-            labels,
+            method,
+            shadow,
             started: Instant::now(),
             span,
             done: false,
         }
     }
 
-    /// The labels of this RPC's series.
-    pub fn labels(&self) -> &RpcLabels {
-        &self.labels
+    /// The message counters of this RPC's series: (received, sent).
+    pub fn message_counters(&self) -> (Counter, Counter) {
+        let series = self.method.series(self.shadow);
+        (series.received.clone(), series.sent.clone())
     }
 
     /// The RPC's span.
@@ -189,20 +192,13 @@ impl Completion {
             return;
         }
         let elapsed = self.started.elapsed();
-        let m = &self.metrics;
-        m.in_flight.dec();
-        m.handled
-            .get_or_create(&HandledLabels {
-                grpc_type: self.labels.grpc_type,
-                grpc_service: Arc::clone(&self.labels.grpc_service),
-                grpc_method: Arc::clone(&self.labels.grpc_method),
-                grpc_code: code_name(code),
-                shadow: self.labels.shadow,
-            })
-            .inc();
-        m.handling_seconds
-            .get_or_create(&self.labels)
-            .observe(elapsed.as_secs_f64());
+        self.metrics.in_flight.dec();
+        let series = self.method.series(self.shadow);
+        series.handled(&self.metrics, code).inc();
+        series.handling_seconds.observe(elapsed.as_secs_f64());
+        if self.span.is_disabled() {
+            return;
+        }
         let name = code_name(code);
         self.span.record("rpc.grpc.status_code", code as i32);
         if is_server_error(code) {
@@ -212,7 +208,7 @@ impl Completion {
         self.span.in_scope(|| {
             // Probes and proxy health checks arrive every second or two per
             // prober: their lines are debug, their metrics are kept.
-            if &*self.labels.grpc_service == HEALTH_SERVICE {
+            if &*self.method.service == HEALTH_SERVICE {
                 tracing::debug!(target: "switchyard::access", grpc_code = name, latency_ms, "rpc");
             } else {
                 tracing::info!(target: "switchyard::access", grpc_code = name, latency_ms, "rpc");

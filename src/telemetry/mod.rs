@@ -89,10 +89,15 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
     let provider = tracer_provider(settings)?;
     let exporting = settings.telemetry.otlp_endpoint.is_some();
     let tracer = provider.tracer("switchyard");
-    // Spans for traces do not depend on the log level.
+    // Spans for traces do not depend on the log level. Access lines are not
+    // span events: the span already carries every field they have.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(Targets::new().with_target("switchyard", LevelFilter::INFO));
+        .with_filter(
+            Targets::new()
+                .with_target("switchyard", LevelFilter::INFO)
+                .with_target("switchyard::access", LevelFilter::OFF),
+        );
 
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log.level))
@@ -179,12 +184,12 @@ pub fn server_span(method: &Method, headers: &HeaderMap, shadow: bool) -> tracin
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
     let span = tracing::info_span!(
         "grpc.server",
-        otel.name = %format_args!("{}/{}", method.service, method.method),
+        otel.name = &*method.full_name,
         otel.kind = "server",
         otel.status_code = Empty,
         rpc.system = "grpc",
-        rpc.service = %method.service,
-        rpc.method = %method.method,
+        rpc.service = &*method.service,
+        rpc.method = &*method.method,
         rpc.grpc.status_code = Empty,
         request_id,
         trace_id = Empty,
