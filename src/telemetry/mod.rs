@@ -146,8 +146,12 @@ fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryEr
         ])
         .build();
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG); the SDK's default
-    // is parent-based always-on.
+    // is parent-based always-on. Without an exporter nothing is recorded:
+    // spans keep their ids (for the log lines) but are never built.
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if settings.telemetry.otlp_endpoint.is_none() {
+        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
+    }
     if let Some(endpoint) = &settings.telemetry.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -162,6 +166,9 @@ fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryEr
     }
     Ok(builder.build())
 }
+
+/// The headers a W3C or B3 parent can come in.
+const PROPAGATION_HEADERS: [&str; 3] = ["traceparent", "b3", "x-b3-traceid"];
 
 /// Reads propagation headers from HTTP/2 request headers.
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -201,9 +208,12 @@ pub fn server_span(method: &Method, headers: &HeaderMap, shadow: bool) -> tracin
     if span.is_disabled() {
         return span;
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    // Most calls carry no trace context: skip the propagators then.
+    if PROPAGATION_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+        let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
     }
     let cx = span.context();
     let otel_span = cx.span();
