@@ -110,10 +110,29 @@ fn bootstrap(slots: &[SocketAddr], hc: HealthChecks) -> serde_json::Value {
     crate::proxy::bootstrap(routes, json!([cluster]))
 }
 
-/// A free loopback port (bound and released: the replica binds it next).
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+/// A free loopback port for a replica that binds it later (a new replica
+/// starts seconds after Envoy learned its address). Taken below the
+/// ephemeral range, so no outgoing connection can occupy it meanwhile.
+/// The listener is held until every slot is chosen, then released.
+fn reserve_port() -> std::net::TcpListener {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = u64::from(low.saturating_sub(10_000).max(1));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64
+        ^ u64::from(std::process::id());
+    for i in 0..1000u64 {
+        let port =
+            10_000 + ((seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7919)) % span) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 // ---------------------------------------------------------------------------
@@ -332,7 +351,12 @@ impl Fleet {
         replica_args: &[&str],
         flags: Option<String>,
     ) -> Fleet {
-        let slots: Vec<SocketAddr> = (0..old + new).map(|_| free_port()).collect();
+        let reserved: Vec<_> = (0..old + new).map(|_| reserve_port()).collect();
+        let slots: Vec<SocketAddr> = reserved
+            .iter()
+            .map(|l| l.local_addr().expect("addr"))
+            .collect();
+        drop(reserved);
         let mut fleet = Fleet {
             envoy: Envoy::start(&bootstrap(&slots, hc)).await,
             slots,
