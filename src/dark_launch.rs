@@ -6,6 +6,10 @@
 //! full the candidate is skipped and counted, never queued), each candidate
 //! has a timeout, and a panicking candidate is caught by the blocking pool.
 //! Each candidate runs in its own trace, linked to the request's.
+//!
+//! Candidates run on their own threads at the lowest CPU priority (nice
+//! 19): when the cores are busy, the scheduler serves requests first and the
+//! candidate waits, so a dark launch does not raise the served latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,6 +74,71 @@ pub struct DarkLauncher {
     timeout: Duration,
     stats: Arc<DarkLaunchStats>,
     latency: CandidateLatency,
+    pool: CandidatePool,
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// `max_in_flight` threads at nice 19. Jobs only arrive with a permit, so
+/// there is never more work queued than threads to run it. The threads end
+/// when the launcher is dropped.
+struct CandidatePool {
+    jobs: std::sync::mpsc::Sender<Job>,
+    threads: usize,
+}
+
+impl CandidatePool {
+    fn new(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut started = 0;
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("dark-launch-{i}"))
+                .spawn(move || {
+                    // Linux keeps the nice value per thread.
+                    if let Err(e) = rustix::process::nice(19) {
+                        tracing::debug!(error = %e, "cannot lower the candidate thread's priority");
+                    }
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(error = %e, "cannot start a dark-launch thread"),
+            }
+        }
+        Self {
+            jobs,
+            threads: started,
+        }
+    }
+
+    /// Runs `work` on a pool thread; `None` if the pool cannot take it.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<tokio::sync::oneshot::Receiver<std::thread::Result<T>>> {
+        if self.threads == 0 {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = tx.send(result);
+        });
+        self.jobs.send(job).ok()?;
+        Some(rx)
+    }
 }
 
 /// The candidate latency histogram (by engine).
@@ -86,6 +155,7 @@ impl DarkLauncher {
             timeout,
             stats: Arc::new(DarkLaunchStats::default()),
             latency,
+            pool: CandidatePool::new(max_in_flight),
         }
     }
 
@@ -123,25 +193,34 @@ impl DarkLauncher {
             let request = tracing::Span::current().context();
             span.add_link(request.span().span_context().clone());
         }
+        let started = Instant::now();
+        // The permit lives with the work itself: a timed-out candidate
+        // still occupies its slot until it really ends.
+        let work = self.pool.run(move || {
+            let _permit = permit;
+            candidate.detect(&text)
+        });
         let task = async move {
-            let started = Instant::now();
-            // The permit lives with the work itself: a timed-out candidate
-            // still occupies its slot until it really ends.
-            let work = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                candidate.detect(&text)
-            });
-            let outcome = match tokio::time::timeout(timeout, work).await {
-                Err(_) => {
+            // Answered, failed (panicked, or no thread to run it), or late.
+            let ran = match work {
+                None => None,
+                Some(answer) => match tokio::time::timeout(timeout, answer).await {
+                    Err(_) => Some(Err(())),
+                    Ok(Ok(Ok(answer))) => Some(Ok(answer)),
+                    Ok(_) => None,
+                },
+            };
+            let outcome = match ran {
+                Some(Err(())) => {
                     stats.timed_out.fetch_add(1, Ordering::Relaxed);
                     "timeout"
                 }
-                Ok(Err(e)) => {
+                None => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(candidate = %kind, error = %e, "dark-launch candidate failed");
+                    tracing::warn!(candidate = %kind, "dark-launch candidate failed (panicked or could not run)");
                     "error"
                 }
-                Ok(Ok(candidate_answer)) => {
+                Some(Ok(candidate_answer)) => {
                     let elapsed = started.elapsed();
                     latency
                         .get_or_create(&EngineLabels {
