@@ -4,7 +4,8 @@
 //!   `RUST_LOG` or the settings; each line of a request carries its
 //!   `trace_id`, `span_id` and `request_id` (see [`json`]);
 //! - traces: OpenTelemetry through `tracing-opentelemetry`, exported over
-//!   OTLP/gRPC when an endpoint is configured; parents are taken from W3C
+//!   OTLP/gRPC when an endpoint is configured (no span is built otherwise;
+//!   log lines still get ids); parents are taken from W3C
 //!   `traceparent`/`tracestate` or B3 ([`b3`]) headers, so spans join the
 //!   mesh's traces.
 //!
@@ -26,7 +27,7 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
@@ -51,21 +52,23 @@ pub enum TelemetryError {
 /// the drain; dropping it flushes stdout.
 #[must_use = "call shutdown() so the last spans are exported"]
 pub struct TelemetryGuard {
-    provider: SdkTracerProvider,
-    exporting: bool,
+    /// Present when spans are exported.
+    provider: Option<SdkTracerProvider>,
 }
 
 impl TelemetryGuard {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
-        self.exporting
+        self.provider.is_some()
     }
 
     /// Flushes and shuts down the trace provider, bounded by a deadline.
     /// Blocking: call it off the async runtime (`spawn_blocking`), which
     /// must still be running for the exporter's gRPC client.
     pub fn shutdown(self) {
-        if let Err(e) = self.provider.shutdown_with_timeout(FLUSH_TIMEOUT) {
+        if let Some(provider) = &self.provider
+            && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
+        {
             tracing::warn!(error = %e, "trace export did not flush cleanly");
         }
     }
@@ -86,18 +89,23 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
         // Last, so it wins when both are present.
         Box::new(TraceContextPropagator::new()),
     ]));
-    let provider = tracer_provider(settings)?;
-    let exporting = settings.telemetry.otlp_endpoint.is_some();
-    let tracer = provider.tracer("switchyard");
+    // Only an exporter needs OpenTelemetry spans: without one, no span is
+    // built (log lines still get trace ids, see `server_span`).
+    let provider = match &settings.telemetry.otlp_endpoint {
+        Some(endpoint) => Some(tracer_provider(settings, endpoint)?),
+        None => None,
+    };
     // Spans for traces do not depend on the log level. Access lines are not
     // span events: the span already carries every field they have.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(
-            Targets::new()
-                .with_target("switchyard", LevelFilter::INFO)
-                .with_target("switchyard::access", LevelFilter::OFF),
-        );
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("switchyard"))
+            .with_filter(
+                Targets::new()
+                    .with_target("switchyard", LevelFilter::INFO)
+                    .with_target("switchyard::access", LevelFilter::OFF),
+            )
+    });
 
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log.level))
@@ -125,13 +133,13 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
     {
         eprintln!("switchyard: telemetry already initialised: {e}");
     }
-    Ok(TelemetryGuard {
-        provider,
-        exporting,
-    })
+    Ok(TelemetryGuard { provider })
 }
 
-fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryError> {
+fn tracer_provider(
+    settings: &Settings,
+    endpoint: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let d = &settings.deployment;
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
@@ -146,25 +154,20 @@ fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryEr
         ])
         .build();
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG); the SDK's default
-    // is parent-based always-on. Without an exporter nothing is recorded:
-    // spans keep their ids (for the log lines) but are never built.
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    if settings.telemetry.otlp_endpoint.is_none() {
-        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
-    }
-    if let Some(endpoint) = &settings.telemetry.otlp_endpoint {
-        use opentelemetry_otlp::WithExportConfig;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .map_err(|e| TelemetryError::Exporter {
-                endpoint: endpoint.clone(),
-                reason: e.to_string(),
-            })?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    Ok(builder.build())
+    // is parent-based always-on.
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_batch_exporter(exporter)
+        .build())
 }
 
 /// The headers a W3C or B3 parent can come in.
@@ -209,18 +212,32 @@ pub fn server_span(method: &Method, headers: &HeaderMap, shadow: bool) -> tracin
         return span;
     }
     // Most calls carry no trace context: skip the propagators then.
-    if PROPAGATION_HEADERS.iter().any(|h| headers.contains_key(*h)) {
-        let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+    let parent = PROPAGATION_HEADERS
+        .iter()
+        .any(|h| headers.contains_key(*h))
+        .then(|| global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers))))
+        .filter(|cx| cx.span().span_context().is_valid());
+    if let Some(parent) = &parent {
+        let _ = span.set_parent(parent.clone());
     }
     let cx = span.context();
-    let otel_span = cx.span();
-    let sc = otel_span.span_context();
-    if sc.is_valid() {
-        span.record("trace_id", tracing::field::display(sc.trace_id()));
-        span.record("span_id", tracing::field::display(sc.span_id()));
-    }
+    let (trace_id, span_id) = {
+        let otel_span = cx.span();
+        let sc = otel_span.span_context();
+        if sc.is_valid() {
+            (sc.trace_id(), sc.span_id())
+        } else {
+            // Not exporting (no OpenTelemetry layer): ids for the log lines
+            // only, in the caller's trace when it sent one.
+            let ids = RandomIdGenerator::default();
+            let trace_id = parent
+                .as_ref()
+                .map(|p| p.span().span_context().trace_id())
+                .unwrap_or_else(|| ids.new_trace_id());
+            (trace_id, ids.new_span_id())
+        }
+    };
+    span.record("trace_id", tracing::field::display(trace_id));
+    span.record("span_id", tracing::field::display(span_id));
     span
 }

@@ -337,7 +337,15 @@ async fn the_standard_endpoint_variable_turns_export_on_and_its_absence_off() {
         .await,
         tonic::Code::Ok
     );
-    drain(off).await;
+    let off = drain(off).await;
+    // Log lines keep the caller's trace id without an exporter.
+    let access = off
+        .log()
+        .into_iter()
+        .find(|l| l["target"] == "switchyard::access" && l["rpc.method"] == "Detect")
+        .expect("an access line");
+    assert_eq!(access["trace_id"], W3C_TRACE);
+    assert!(access["span_id"].as_str().is_some_and(|s| s.len() == 16));
     assert!(
         collector.spans().is_empty(),
         "export must be off without an endpoint"
