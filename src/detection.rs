@@ -28,9 +28,9 @@ pub struct RequestContext {
     /// Metadata exposed to targeting rules, names without the `x-` prefix
     /// (`user-group`, `client-version`, `country` by default).
     pub attributes: Vec<(String, String)>,
-    /// A mirrored copy (authority ending in `-shadow`): its reply goes
-    /// nowhere, and it is counted apart from real traffic.
-    pub mirrored: bool,
+    /// Shadow traffic (a mirrored copy, or any request on the shadow
+    /// track), as the gRPC edge decided: counted apart from real traffic.
+    pub shadow: bool,
 }
 
 /// Detection requests received (each Detect call and each DetectStream
@@ -145,12 +145,6 @@ impl DetectionService {
         &self.traffic
     }
 
-    /// Whether a request is shadow traffic: a mirrored copy, or any request
-    /// on the shadow track.
-    pub fn is_shadow(&self, ctx: &RequestContext) -> bool {
-        ctx.mirrored || self.served_by.track == Track::Shadow
-    }
-
     /// The flag store.
     pub fn flags(&self) -> &Arc<FlagStore> {
         &self.flags
@@ -201,7 +195,7 @@ impl DetectionService {
         text: String,
         wait_for_permit: bool,
     ) -> Result<Outcome, DetectError> {
-        let counter = if self.is_shadow(ctx) {
+        let counter = if ctx.shadow {
             &self.traffic.shadow
         } else {
             &self.traffic.requests
@@ -284,7 +278,7 @@ impl DetectionService {
             .get_or_create(&DetectionLabels {
                 engine: kind.as_str(),
                 language: detection.language.map_or("und", |l| l.code()),
-                shadow: self.is_shadow(ctx),
+                shadow: ctx.shadow,
             })
             .inc();
         if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {

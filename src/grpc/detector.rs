@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::edge::{Mirrored, inbound_status};
+use super::edge::{Shadow, inbound_status};
 use super::pb;
 use crate::detection::{DetectionService, Outcome, RequestContext};
 use crate::health::draining;
@@ -48,7 +48,7 @@ impl DetectorService {
 
     fn context<T>(&self, request: &Request<T>, method: &'static str) -> RequestContext {
         RequestContext {
-            mirrored: request.extensions().get::<Mirrored>().is_some(),
+            shadow: request.extensions().get::<Shadow>().is_some(),
             ..context(request.metadata(), method, &self.context_headers)
         }
     }
@@ -75,7 +75,7 @@ pub fn context(metadata: &MetadataMap, method: &'static str, headers: &[String])
         user_id: text("x-user-id"),
         method,
         attributes,
-        mirrored: false,
+        shadow: false,
     }
 }
 

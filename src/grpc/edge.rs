@@ -8,9 +8,10 @@
 //! - A request message above the decode limit is reported as
 //!   RESOURCE_EXHAUSTED (the gRPC spec's code) rather than tonic's
 //!   OUT_OF_RANGE.
-//! - A mirrored request is marked: Envoy (and Istio before 1.28) append
-//!   `-shadow` to the authority of the copies a mirror policy sends, so such
-//!   a request gets the [`Mirrored`] extension and is counted apart.
+//! - Shadow traffic is decided here, once: a mirrored copy (Envoy and Istio
+//!   before 1.28 append `-shadow` to the authority of the copies a mirror
+//!   policy sends) or any request on a `--track shadow` replica gets the
+//!   [`Shadow`] extension, and metrics and the domain count it apart.
 //! - Every RPC is observed (see [`super::observe`]): RED metrics, a server
 //!   span whose parent comes from the incoming W3C or B3 headers, and one
 //!   access log line.
@@ -35,9 +36,10 @@ use crate::telemetry;
 /// How much earlier than tonic's own timer this layer's deadline fires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
 
-/// Request extension: this request is a mirrored (shadow) copy.
+/// Request extension: this request is shadow traffic (a mirrored copy, or
+/// served on the shadow track); its reply goes nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mirrored;
+pub struct Shadow;
 
 /// Whether an authority is a mirror's: its host ends in `-shadow`.
 pub fn is_mirrored_authority(authority: &str) -> bool {
@@ -107,14 +109,14 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let mirrored = parts
-            .uri
-            .authority()
-            .is_some_and(|a| is_mirrored_authority(a.as_str()));
-        if mirrored {
-            parts.extensions.insert(Mirrored);
+        let shadow = self.observer.shadow_track
+            || parts
+                .uri
+                .authority()
+                .is_some_and(|a| is_mirrored_authority(a.as_str()));
+        if shadow {
+            parts.extensions.insert(Shadow);
         }
-        let shadow = mirrored || self.observer.shadow_track;
         let method = Arc::clone(self.observer.methods.get(parts.uri.path()));
         let span = telemetry::server_span(&method, &parts.headers, shadow);
         let completion =
