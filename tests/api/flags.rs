@@ -265,19 +265,20 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
         let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
         cm.update(&files);
         failures += 1;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let flags = loop {
-            let flags = app.info().await.flags.expect("flags");
-            if flags.reloads_failed >= failures {
-                failures = flags.reloads_failed;
-                break flags;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{case}: failure not recorded: {flags:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let flags = app
+            .info_until(
+                Duration::from_secs(3),
+                &format!("{case}: failure recorded"),
+                |i| {
+                    i.flags
+                        .as_ref()
+                        .is_some_and(|f| f.reloads_failed >= failures)
+                },
+            )
+            .await
+            .flags
+            .expect("flags");
+        failures = flags.reloads_failed;
         assert!(
             flags.last_error.contains(message),
             "{case}: {:?}",
@@ -293,11 +294,12 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
     // The whole directory deleted (the watch dies with it; the poll notices).
     let path = cm.path().to_path_buf();
     std::fs::remove_dir_all(&path).expect("remove dir");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while app.info().await.flags.expect("flags").reloads_failed <= failures {
-        assert!(Instant::now() < deadline, "deleted directory not noticed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.info_until(Duration::from_secs(3), "deleted directory noticed", |i| {
+        i.flags
+            .as_ref()
+            .is_some_and(|f| f.reloads_failed > failures)
+    })
+    .await;
     assert_eq!(
         app.detect(ENGLISH, "alice").await.expect("serving").engine,
         "lingua"
@@ -451,18 +453,13 @@ async fn a_dark_launch_never_changes_or_delays_a_reply_and_sheds_when_saturated(
         "replies never wait for the candidate: {:?}",
         started.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dark = loop {
-        let dark = app.info().await.dark_launch.expect("dark launch info");
-        if dark.mismatched >= 1 {
-            break dark;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no comparison finished: {dark:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dark = app
+        .info_until(Duration::from_secs(5), "a comparison finished", |i| {
+            i.dark_launch.as_ref().is_some_and(|d| d.mismatched >= 1)
+        })
+        .await
+        .dark_launch
+        .expect("dark launch info");
     assert!(
         dark.skipped >= 5,
         "saturated candidates are skipped, not queued: {dark:?}"
@@ -487,16 +484,14 @@ async fn a_slow_candidate_times_out_and_is_counted() {
     .ready()
     .await;
     app.detect(ENGLISH, "alice").await.expect("detect");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let dark = app.info().await.dark_launch.expect("info");
-        if dark.timed_out == 1 {
-            assert_eq!(dark.matched + dark.mismatched, 0);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{dark:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let dark = app
+        .info_until(Duration::from_secs(3), "the candidate timed out", |i| {
+            i.dark_launch.as_ref().is_some_and(|d| d.timed_out == 1)
+        })
+        .await
+        .dark_launch
+        .expect("info");
+    assert_eq!(dark.matched + dark.mismatched, 0);
 }
 
 #[tokio::test]
@@ -540,15 +535,10 @@ async fn a_panicking_candidate_is_counted_and_harms_no_reply() {
             "whatlang"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let dark = app.info().await.dark_launch.expect("info");
-        if dark.errors == 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{dark:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.info_until(Duration::from_secs(3), "three candidate errors", |i| {
+        i.dark_launch.as_ref().is_some_and(|d| d.errors == 3)
+    })
+    .await;
 }
 
 #[tokio::test]

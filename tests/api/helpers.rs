@@ -131,17 +131,38 @@ impl TestApp {
         (t.requests, t.shadow)
     }
 
+    /// Polls GetInfo until `ready` holds, for at most `within`; returns that
+    /// Info, or fails the test naming `what` and the last Info seen.
+    pub async fn info_until(
+        &self,
+        within: Duration,
+        what: &str,
+        ready: impl Fn(&pb::Info) -> bool,
+    ) -> pb::Info {
+        let deadline = Instant::now() + within;
+        loop {
+            let info = self.info().await;
+            if ready(&info) {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until at least `n` shadow requests are counted (the
     /// mirror's copies arrive after the replies); returns the counts.
     pub async fn traffic_once_shadow(&self, n: u64) -> (u64, u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = self.traffic().await;
-            if seen.1 >= n || Instant::now() > deadline {
-                return seen;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let info = self
+            .info_until(Duration::from_secs(10), "shadow copies counted", |i| {
+                i.traffic.as_ref().is_some_and(|t| t.shadow >= n)
+            })
+            .await;
+        let t = info.traffic.expect("traffic");
+        (t.requests, t.shadow)
     }
 
     /// Detect as user `user` (metadata `x-user-id`).
