@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::SpanContext;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
@@ -165,13 +165,15 @@ impl DarkLauncher {
     }
 
     /// Starts `candidate` on `text` and returns at once; `served` is the
-    /// answer the client got and `served_latency` how long it took.
+    /// answer the client got and `served_latency` how long it took. The
+    /// candidate's span links to `request` (the server span) when given.
     pub fn launch(
         &self,
         candidate: Arc<dyn Engine>,
         text: Arc<str>,
         served: Detection,
         served_latency: Duration,
+        request: Option<SpanContext>,
     ) {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -189,9 +191,10 @@ impl DarkLauncher {
             candidate = kind.as_str(),
             outcome = tracing::field::Empty,
         );
-        if !span.is_disabled() {
-            let request = tracing::Span::current().context();
-            span.add_link(request.span().span_context().clone());
+        if let Some(request) = request
+            && !span.is_disabled()
+        {
+            span.add_link(request);
         }
         let started = Instant::now();
         // The permit lives with the work itself: a timed-out candidate

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
@@ -17,6 +18,7 @@ use crate::flags::store::FlagStore;
 use crate::flags::{self, Reason};
 use crate::metrics::{DetectionLabels, EngineLabels, FlagLabels, Metrics};
 use crate::release;
+use crate::telemetry::Trace;
 
 /// Who is asking and through which method: the input of release decisions.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +33,8 @@ pub struct RequestContext {
     /// Shadow traffic (a mirrored copy, or any request on the shadow
     /// track), as the gRPC edge decided: counted apart from real traffic.
     pub shadow: bool,
+    /// The call's server span (children and attributes go there).
+    pub trace: Trace,
 }
 
 /// Detection requests received (each Detect call and each DetectStream
@@ -203,8 +207,13 @@ impl DetectionService {
         counter.fetch_add(1, Ordering::Relaxed);
         // One flag set for the whole request: never a mix of two.
         let flag_set = self.flags.current();
-        let decision = tracing::info_span!("flags.evaluate", revision = %flag_set.revision)
-            .in_scope(|| release::decide(&flag_set, &self.flag_context(ctx), &self.settings));
+        let decision = {
+            let _span = ctx.trace.child(
+                "flags.evaluate",
+                vec![KeyValue::new("revision", flag_set.revision.clone())],
+            );
+            release::decide(&flag_set, &self.flag_context(ctx), &self.settings)
+        };
         for (flag, variant, reason) in &decision.evaluations {
             self.metrics
                 .flag_evaluations
@@ -215,10 +224,15 @@ impl DetectionService {
                 })
                 .inc();
         }
-        let server_span = tracing::Span::current();
-        server_span.record("engine", decision.engine.as_str());
+        // On the server span, and on the request's log lines.
+        let log_span = tracing::Span::current();
+        log_span.record("engine", decision.engine.as_str());
+        ctx.trace
+            .set_attribute(KeyValue::new("engine", decision.engine.as_str()));
         if let Some(variant) = &decision.engine_variant {
-            server_span.record("variant", variant.as_str());
+            log_span.record("variant", variant.as_str());
+            ctx.trace
+                .set_attribute(KeyValue::new("variant", variant.clone()));
         }
         for (flag, error) in &decision.errors {
             self.flag_errors.fetch_add(1, Ordering::Relaxed);
@@ -256,10 +270,14 @@ impl DetectionService {
         let started = std::time::Instant::now();
         // The permit goes with the work: a call abandoned at its deadline
         // keeps its slot until the engine really finishes.
-        let span = tracing::info_span!("engine.detect", engine = kind.as_str());
+        let span = ctx.trace.child(
+            "engine.detect",
+            vec![KeyValue::new("engine", kind.as_str())],
+        );
         let detection = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(|| engine.detect(&text))
+            let _span = span;
+            engine.detect(&text)
         })
         .await
         .map_err(|e| DetectError::Engine {
@@ -287,6 +305,7 @@ impl DetectionService {
                 text,
                 detection,
                 served_latency,
+                ctx.trace.span_context(),
             );
         }
         Ok(Outcome {

@@ -14,6 +14,7 @@ use super::edge::{Shadow, inbound_status};
 use super::pb;
 use crate::detection::{DetectionService, Outcome, RequestContext};
 use crate::health::draining;
+use crate::telemetry::Trace;
 
 const DETECT: &str = "switchyard.v1.Detector/Detect";
 const DETECT_STREAM: &str = "switchyard.v1.Detector/DetectStream";
@@ -49,6 +50,11 @@ impl DetectorService {
     fn context<T>(&self, request: &Request<T>, method: &'static str) -> RequestContext {
         RequestContext {
             shadow: request.extensions().get::<Shadow>().is_some(),
+            trace: request
+                .extensions()
+                .get::<Trace>()
+                .cloned()
+                .unwrap_or_default(),
             ..context(request.metadata(), method, &self.context_headers)
         }
     }
@@ -76,6 +82,7 @@ pub fn context(metadata: &MetadataMap, method: &'static str, headers: &[String])
         method,
         attributes,
         shadow: false,
+        trace: Trace::default(),
     }
 }
 

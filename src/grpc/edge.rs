@@ -119,6 +119,8 @@ where
         }
         let method = Arc::clone(self.observer.methods.get(parts.uri.path()));
         let span = telemetry::server_span(&method, &parts.headers, shadow);
+        parts.extensions.insert(span.trace.clone());
+        let log_span = span.log.clone();
         let completion =
             Completion::start(Arc::clone(&self.observer.metrics), method, shadow, span);
         let (received, sent) = completion.message_counters();
@@ -128,8 +130,7 @@ where
         let deadline = grpc_timeout(req.headers());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let span = completion.span().clone();
-        let future = inner.call(req).instrument(span);
+        let future = inner.call(req).instrument(log_span);
         Box::pin(async move {
             let response = match deadline {
                 Some(timeout) => {

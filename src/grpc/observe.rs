@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::{Method, Metrics, code_name};
+use crate::telemetry::RpcSpan;
 
 /// Counts gRPC messages in a byte stream: each is a 1-byte flag, a 4-byte
 /// big-endian length, then the payload.
@@ -149,17 +150,12 @@ pub struct Completion {
     method: Arc<Method>,
     shadow: bool,
     started: Instant,
-    span: tracing::Span,
+    span: RpcSpan,
     done: bool,
 }
 
 impl Completion {
-    pub fn start(
-        metrics: Arc<Metrics>,
-        method: Arc<Method>,
-        shadow: bool,
-        span: tracing::Span,
-    ) -> Self {
+    pub fn start(metrics: Arc<Metrics>, method: Arc<Method>, shadow: bool, span: RpcSpan) -> Self {
         method.series(shadow).started.inc();
         metrics.in_flight.inc();
         Self {
@@ -178,11 +174,6 @@ impl Completion {
         (series.received.clone(), series.sent.clone())
     }
 
-    /// The RPC's span.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
     pub fn finish(mut self, code: tonic::Code) {
         self.record(code);
     }
@@ -196,16 +187,13 @@ impl Completion {
         let series = self.method.series(self.shadow);
         series.handled(&self.metrics, code).inc();
         series.handling_seconds.observe(elapsed.as_secs_f64());
-        if self.span.is_disabled() {
+        self.span.finish(code);
+        if self.span.log.is_disabled() {
             return;
         }
         let name = code_name(code);
-        self.span.record("rpc.grpc.status_code", code as i32);
-        if is_server_error(code) {
-            self.span.record("otel.status_code", "error");
-        }
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        self.span.in_scope(|| {
+        self.span.log.in_scope(|| {
             // Probes and proxy health checks arrive every second or two per
             // prober: their lines are debug, their metrics are kept.
             if &*self.method.service == HEALTH_SERVICE {
@@ -221,15 +209,6 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.record(tonic::Code::Cancelled);
     }
-}
-
-/// The codes the OpenTelemetry RPC conventions count as a server error.
-fn is_server_error(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
-    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 
+use opentelemetry::trace::{SpanId, TraceId};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -23,6 +24,14 @@ impl<W> JsonLayer<W> {
     pub fn new(make_writer: W) -> Self {
         Self { make_writer }
     }
+}
+
+/// The trace and span ids of a request's log lines, attached to its server
+/// span by [`super::server_span`] (not span fields, which the trace
+/// exporter would copy as attributes).
+pub(super) struct LogIds {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
 }
 
 /// A span's recorded fields.
@@ -94,7 +103,12 @@ where
         line.insert("target".into(), Value::from(meta.target()));
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                let extensions = span.extensions();
+                if let Some(ids) = extensions.get::<LogIds>() {
+                    line.insert("trace_id".into(), Value::from(ids.trace_id.to_string()));
+                    line.insert("span_id".into(), Value::from(ids.span_id.to_string()));
+                }
+                if let Some(SpanFields(fields)) = extensions.get::<SpanFields>() {
                     for (k, v) in fields {
                         line.insert(k.clone(), v.clone());
                     }

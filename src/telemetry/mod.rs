@@ -3,11 +3,14 @@
 //! - logs: JSON lines on stdout (pretty on a terminal), level from
 //!   `RUST_LOG` or the settings; each line of a request carries its
 //!   `trace_id`, `span_id` and `request_id` (see [`json`]);
-//! - traces: OpenTelemetry through `tracing-opentelemetry`, exported over
-//!   OTLP/gRPC when an endpoint is configured (no span is built otherwise;
-//!   log lines still get ids); parents are taken from W3C
-//!   `traceparent`/`tracestate` or B3 ([`b3`]) headers, so spans join the
-//!   mesh's traces.
+//! - traces: OpenTelemetry, exported over OTLP/gRPC ([`otlp`]) when an
+//!   endpoint is configured (no span is built otherwise; log lines still
+//!   get ids). Each RPC's server span and its children are recorded through
+//!   the OpenTelemetry API ([`server_span`], [`Trace`]), with parents taken
+//!   from W3C `traceparent`/`tracestate` or B3 ([`b3`]) headers so spans
+//!   join the mesh's traces; other `tracing` spans at info and above (the
+//!   dark-launch candidate) reach the exporter through
+//!   `tracing-opentelemetry`.
 //!
 //! It returns a [`TelemetryGuard`]: [`TelemetryGuard::shutdown`] flushes the
 //! last spans (bounded) at the end of the drain.
@@ -17,26 +20,29 @@
 
 pub mod b3;
 pub mod json;
+pub mod otlp;
+mod rpc;
+
+pub use rpc::{ChildSpan, RpcSpan, Trace, server_span};
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use http::HeaderMap;
-use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::configuration::{LogFormat, Settings};
-use crate::metrics::Method;
+
+/// Spans waiting for export, unless `OTEL_BSP_MAX_QUEUE_SIZE` is set.
+const SPAN_QUEUE: usize = 8192;
 
 /// How long the final flush of spans may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,8 +69,8 @@ impl TelemetryGuard {
     }
 
     /// Flushes and shuts down the trace provider, bounded by a deadline.
-    /// Blocking: call it off the async runtime (`spawn_blocking`), which
-    /// must still be running for the exporter's gRPC client.
+    /// Blocking: call it off the async runtime (`spawn_blocking`). The
+    /// exporter's gRPC client runs on its own thread.
     pub fn shutdown(self) {
         if let Some(provider) = &self.provider
             && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
@@ -98,12 +104,25 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
     // Spans for traces do not depend on the log level. Access lines are not
     // span events: the span already carries every field they have.
     let otel = provider.as_ref().map(|provider| {
+        rpc::install(provider);
+        // Only the attributes of the RPC conventions and ours: no source
+        // location, thread, target or busy/idle time on every span.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("switchyard"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            // Nothing reads the current OpenTelemetry context (parents and
+            // links come from the tracing spans): no context switch on every
+            // poll of an instrumented future.
+            .with_context_activation(false)
             .with_filter(
                 Targets::new()
                     .with_target("switchyard", LevelFilter::INFO)
-                    .with_target("switchyard::access", LevelFilter::OFF),
+                    .with_target("switchyard::access", LevelFilter::OFF)
+                    // The RPC spans are recorded directly (see `rpc`).
+                    .with_target(rpc::LOG_TARGET, LevelFilter::OFF),
             )
     });
 
@@ -153,91 +172,24 @@ fn tracer_provider(
             KeyValue::new("switchyard.track", d.track.as_str()),
         ])
         .build();
-    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG); the SDK's default
-    // is parent-based always-on.
-    use opentelemetry_otlp::WithExportConfig;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| TelemetryError::Exporter {
-            endpoint: endpoint.to_owned(),
-            reason: e.to_string(),
-        })?;
+    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG) (the SDK's default is
+    // parent-based always-on), the batch settings from OTEL_BSP_*, except
+    // that the queue holds 8,192 spans unless OTEL_BSP_MAX_QUEUE_SIZE says
+    // otherwise: the SDK's 2,048 overflowed (and dropped spans) at
+    // saturation with three spans per call.
+    let exporter = otlp::OtlpExporter::new(endpoint).map_err(|e| TelemetryError::Exporter {
+        endpoint: endpoint.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut batch = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        batch = batch.with_max_queue_size(SPAN_QUEUE);
+    }
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch.build())
+        .build();
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .build())
-}
-
-/// The headers a W3C or B3 parent can come in.
-const PROPAGATION_HEADERS: [&str; 3] = ["traceparent", "b3", "x-b3-traceid"];
-
-/// Reads propagation headers from HTTP/2 request headers.
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// The server span of one RPC, following the OpenTelemetry RPC
-/// conventions, parented by the caller's trace context when it sent one.
-/// Disabled (and free) when no subscriber is installed, as in tests that
-/// run the application in-process.
-pub fn server_span(method: &Method, headers: &HeaderMap, shadow: bool) -> tracing::Span {
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
-    let span = tracing::info_span!(
-        "grpc.server",
-        otel.name = &*method.full_name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = &*method.service,
-        rpc.method = &*method.method,
-        rpc.grpc.status_code = Empty,
-        request_id,
-        trace_id = Empty,
-        span_id = Empty,
-        engine = Empty,
-        variant = Empty,
-        shadow,
-    );
-    if span.is_disabled() {
-        return span;
-    }
-    // Most calls carry no trace context: skip the propagators then.
-    let parent = PROPAGATION_HEADERS
-        .iter()
-        .any(|h| headers.contains_key(*h))
-        .then(|| global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers))))
-        .filter(|cx| cx.span().span_context().is_valid());
-    if let Some(parent) = &parent {
-        let _ = span.set_parent(parent.clone());
-    }
-    let cx = span.context();
-    let (trace_id, span_id) = {
-        let otel_span = cx.span();
-        let sc = otel_span.span_context();
-        if sc.is_valid() {
-            (sc.trace_id(), sc.span_id())
-        } else {
-            // Not exporting (no OpenTelemetry layer): ids for the log lines
-            // only, in the caller's trace when it sent one.
-            let ids = RandomIdGenerator::default();
-            let trace_id = parent
-                .as_ref()
-                .map(|p| p.span().span_context().trace_id())
-                .unwrap_or_else(|| ids.new_trace_id());
-            (trace_id, ids.new_span_id())
-        }
-    };
-    span.record("trace_id", tracing::field::display(trace_id));
-    span.record("span_id", tracing::field::display(span_id));
-    span
 }
