@@ -1,22 +1,111 @@
-//! The collector for `scripts/bench export`: an OTLP/gRPC TraceService that
-//! only counts the spans it receives, so the benchmark measures
-//! Switchyard's export cost and not a real collector's. One runtime thread,
-//! to take as little of the machine as it can.
+//! The collector for `scripts/bench export`: an OTLP/gRPC TraceService
+//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) that only
+//! counts the spans it receives, so the benchmark measures Switchyard's
+//! export cost and not a collector's. It walks the request's wire format
+//! down to the spans and skips each one whole: nothing is materialised. One
+//! runtime thread, to take as little of the machine as it can.
 //!
 //! Run: `cargo run --release --example otlp-sink -- 127.0.0.1:PORT`
 //! (port 0 picks one; the bound address is printed on stdout). On SIGTERM or
 //! Ctrl-C it prints `spans N exports M` and exits.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use bytes::{Buf, BufMut};
+use prost::encoding::{DecodeContext, WireType, message, skip_field};
+use tonic::body::Body;
+use tonic::server::{Grpc, NamedService, UnaryService};
+
+/// A message reduced to one number: the count of what its field `$field`
+/// (messages of type `$inner`) holds.
+macro_rules! counter {
+    ($name:ident, $field:literal, $inner:ty) => {
+        #[derive(Debug, Default)]
+        struct $name(u64);
+
+        impl prost::Message for $name {
+            fn encode_raw(&self, _: &mut impl BufMut) {}
+
+            fn merge_field(
+                &mut self,
+                tag: u32,
+                wire_type: WireType,
+                buf: &mut impl Buf,
+                ctx: DecodeContext,
+            ) -> Result<(), prost::DecodeError> {
+                if tag != $field {
+                    return skip_field(wire_type, tag, buf, ctx);
+                }
+                let mut inner = <$inner>::default();
+                message::merge(wire_type, &mut inner, buf, ctx)?;
+                self.0 += inner.count();
+                Ok(())
+            }
+
+            fn encoded_len(&self) -> usize {
+                0
+            }
+
+            fn clear(&mut self) {
+                self.0 = 0;
+            }
+        }
+
+        impl Count for $name {
+            fn count(&self) -> u64 {
+                self.0
+            }
+        }
+    };
+}
+
+/// A span: skipped whole, counted once.
+#[derive(Debug, Default)]
+struct Span;
+
+impl prost::Message for Span {
+    fn encode_raw(&self, _: &mut impl BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {}
+}
+
+trait Count {
+    fn count(&self) -> u64;
+}
+
+impl Count for Span {
+    fn count(&self) -> u64 {
+        1
+    }
+}
+
+// ExportTraceServiceRequest.resource_spans (1) -> ResourceSpans.scope_spans
+// (2) -> ScopeSpans.spans (2).
+counter!(ScopeSpans, 2, Span);
+counter!(ResourceSpans, 2, ScopeSpans);
+counter!(ExportRequest, 1, ResourceSpans);
+
+/// `ExportTraceServiceResponse` with no partial success: an empty message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExportResponse {}
 
 #[derive(Default)]
 struct Counts {
@@ -27,22 +116,44 @@ struct Counts {
 #[derive(Clone, Default)]
 struct Sink(Arc<Counts>);
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize = request
-            .get_ref()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.0.spans.fetch_add(spans as u64, Ordering::Relaxed);
+impl UnaryService<ExportRequest> for Sink {
+    type Response = ExportResponse;
+    type Future = std::future::Ready<Result<tonic::Response<ExportResponse>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<ExportRequest>) -> Self::Future {
+        self.0
+            .spans
+            .fetch_add(request.get_ref().0, Ordering::Relaxed);
         self.0.exports.fetch_add(1, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        std::future::ready(Ok(tonic::Response::new(ExportResponse {})))
+    }
+}
+
+impl NamedService for Sink {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tower::Service<http::Request<Body>> for Sink {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let sink = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            {
+                return Ok(tonic::Status::unimplemented("only Export").into_http());
+            }
+            let codec = tonic_prost::ProstCodec::<ExportResponse, ExportRequest>::default();
+            Ok(Grpc::new(codec).unary(sink, request).await)
+        })
     }
 }
 
@@ -64,7 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(sink.clone()))
+        .add_service(sink.clone())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             stop,

@@ -43,8 +43,9 @@
 //!   release; its statistics ([`watch::Tally`]) are pure and unit tested.
 //! - [`client`]: what those client tools share (`--addr`, status code names).
 //! - [`telemetry`]: process-wide logs (JSON lines carrying trace ids) and
-//!   OpenTelemetry traces (W3C and B3 propagation, OTLP export), returning
-//!   a guard that flushes the last spans after the drain.
+//!   OpenTelemetry traces: each RPC's spans ([`telemetry::server_span`],
+//!   W3C and B3 parents), the OTLP/gRPC exporter ([`telemetry::otlp`]);
+//!   `init` returns a guard that flushes the last spans after the drain.
 //!
 //! # The path of a request
 //!

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use http::HeaderMap;
+use http::header::HeaderName;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
@@ -41,8 +42,15 @@ pub(super) fn install(provider: &SdkTracerProvider) {
 /// The target of the log span: the trace bridge ignores it.
 pub(super) const LOG_TARGET: &str = "switchyard::rpc";
 
-/// The headers a W3C or B3 parent can come in.
-const PROPAGATION_HEADERS: [&str; 3] = ["traceparent", "b3", "x-b3-traceid"];
+/// The headers a W3C or B3 parent can come in (names parsed once: a
+/// lookup by `&str` parses the name every time).
+static PROPAGATION_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("b3"),
+    HeaderName::from_static("x-b3-traceid"),
+];
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Reads propagation headers from HTTP/2 request headers.
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -62,7 +70,7 @@ fn remote_parent(headers: &HeaderMap) -> Option<Context> {
     // Most calls carry no trace context: skip the propagators then.
     PROPAGATION_HEADERS
         .iter()
-        .any(|h| headers.contains_key(*h))
+        .any(|h| headers.contains_key(h))
         .then(|| global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers))))
         .filter(|cx| cx.span().span_context().is_valid())
 }
@@ -160,7 +168,7 @@ fn is_server_error(code: tonic::Code) -> bool {
 /// OpenTelemetry span is built; log lines still get ids, in the caller's
 /// trace when it sent one.
 pub fn server_span(method: &Method, headers: &HeaderMap, shadow: bool) -> RpcSpan {
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok());
     let log = tracing::info_span!(
         target: LOG_TARGET,
         "grpc.server",

@@ -137,6 +137,22 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
             "--config",
         ),
         (vec!["--config", &bad_yaml], vec![], "bad.yaml"),
+        // Trace export: no TLS in this build, and the exporter's variables.
+        (
+            vec!["--otlp-endpoint", "https://collector:4317"],
+            vec![],
+            "https",
+        ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s")],
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        ),
     ];
     for (args, env, named) in cases {
         let out = Command::new(BIN)

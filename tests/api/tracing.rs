@@ -24,9 +24,9 @@ use switchyard::grpc::pb::detector_client::DetectorClient;
 
 use crate::process::Server;
 
-/// Everything the collector received.
+/// Everything the collector received, with each export's metadata.
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+struct Collector(Arc<Mutex<Vec<(tonic::metadata::MetadataMap, ExportTraceServiceRequest)>>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -37,7 +37,7 @@ impl TraceService for Collector {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(request.into_inner());
+            .push((request.metadata().clone(), request.into_inner()));
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -59,6 +59,23 @@ impl Collector {
         (collector, addr)
     }
 
+    /// A metadata entry of every export received (`None` where absent).
+    fn header(&self, name: &str) -> Vec<Option<String>> {
+        let requests = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        requests
+            .iter()
+            .map(|(metadata, _)| {
+                metadata
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// Every span received, with its resource's attributes.
     fn spans(&self) -> Vec<(BTreeMap<String, String>, Span)> {
         let requests = self
@@ -66,7 +83,7 @@ impl Collector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Vec::new();
-        for request in requests.iter() {
+        for (_, request) in requests.iter() {
             for resource_spans in &request.resource_spans {
                 let resource = resource_spans
                     .resource
@@ -215,6 +232,8 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
     let server = drain(server).await;
     let spans = collector.spans();
     assert!(!spans.is_empty(), "no span reached the collector");
+    // No OTEL_EXPORTER_OTLP_HEADERS here: the control for the test below.
+    assert!(collector.header("x-tenant").iter().all(Option::is_none));
 
     let detect_name = "switchyard.v1.Detector/Detect";
     let (resource, w3c) = the_span(&spans, W3C_TRACE, detect_name);
@@ -351,12 +370,16 @@ async fn the_standard_endpoint_variable_turns_export_on_and_its_absence_off() {
         "export must be off without an endpoint"
     );
 
-    // On: OTEL_EXPORTER_OTLP_ENDPOINT alone.
+    // On: OTEL_EXPORTER_OTLP_ENDPOINT alone, with the exporter's headers.
     let on = Server::start_with_env(
         &["--drain-delay", "0"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_SERVICE_NAME", "switchyard-test"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20t0ken, x-tenant=blue",
+            ),
         ],
     );
     on.wait_ready().await;
@@ -370,6 +393,18 @@ async fn the_standard_endpoint_variable_turns_export_on_and_its_absence_off() {
         tonic::Code::Ok
     );
     drain(on).await;
+    let tenants = collector.header("x-tenant");
+    assert!(!tenants.is_empty(), "nothing exported");
+    assert!(
+        tenants.iter().all(|t| t.as_deref() == Some("blue")),
+        "{tenants:?}"
+    );
+    assert!(
+        collector
+            .header("authorization")
+            .iter()
+            .all(|t| t.as_deref() == Some("Bearer t0ken"))
+    );
     let spans = collector.spans();
     let (resource, span) = the_span(&spans, W3C_TRACE, "switchyard.v1.Detector/Detect");
     assert_eq!(hex(&span.parent_span_id), W3C_PARENT);
