@@ -119,7 +119,9 @@ where
         }
         let method = Arc::clone(self.observer.methods.get(parts.uri.path()));
         let span = telemetry::server_span(&method, &parts.headers, shadow);
-        parts.extensions.insert(span.trace.clone());
+        if span.trace.has_span() {
+            parts.extensions.insert(span.trace.clone());
+        }
         let log_span = span.log.clone();
         let completion =
             Completion::start(Arc::clone(&self.observer.metrics), method, shadow, span);

@@ -82,6 +82,11 @@ fn remote_parent(headers: &HeaderMap) -> Option<Context> {
 pub struct Trace(Option<Context>);
 
 impl Trace {
+    /// Whether there is a server span (spans are exported; sampled or not).
+    pub fn has_span(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Sets an attribute of the server span.
     pub fn set_attribute(&self, attribute: KeyValue) {
         if let Some(cx) = &self.0 {
