@@ -33,16 +33,13 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::configuration::{LogFormat, Settings};
-
-/// Spans waiting for export, unless `OTEL_BSP_MAX_QUEUE_SIZE` is set.
-const SPAN_QUEUE: usize = 8192;
 
 /// How long the final flush of spans may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,21 +170,11 @@ fn tracer_provider(
         ])
         .build();
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG) (the SDK's default is
-    // parent-based always-on), the batch settings from OTEL_BSP_*, except
-    // that the queue holds 8,192 spans unless OTEL_BSP_MAX_QUEUE_SIZE says
-    // otherwise: the SDK's 2,048 overflowed (and dropped spans) at
-    // saturation with three spans per call.
-    let exporter = otlp::OtlpExporter::new(endpoint).map_err(|e| TelemetryError::Exporter {
+    // parent-based always-on); batching from OTEL_BSP_* (see `otlp`).
+    let processor = otlp::OtlpProcessor::new(endpoint).map_err(|e| TelemetryError::Exporter {
         endpoint: endpoint.to_owned(),
         reason: e.to_string(),
     })?;
-    let mut batch = BatchConfigBuilder::default();
-    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
-        batch = batch.with_max_queue_size(SPAN_QUEUE);
-    }
-    let processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(batch.build())
-        .build();
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
         .with_span_processor(processor)

@@ -1,33 +1,46 @@
-//! The OTLP/gRPC span exporter: `TraceService/Export` with the batch
-//! encoded straight from the SDK's [`SpanData`] into protobuf bytes.
+//! OTLP/gRPC trace export: a span processor that encodes each span the
+//! moment it ends, and one thread that ships the batches to
+//! `TraceService/Export`.
 //!
-//! Why not `opentelemetry-otlp`'s exporter: it first converts every span
-//! into the owned `opentelemetry-proto` structs (a `String` per attribute
-//! key and value, a `Vec` per id), encodes those, then frees them. At 100 %
-//! sampling that was a third of the whole cost of tracing (BENCHMARKS.md,
-//! section 4); this encoder writes the same message in one pass over the
-//! batch, with one allocation for the request body.
+//! Why not the SDK's `BatchSpanProcessor` and `opentelemetry-otlp`'s
+//! exporter: that pair moves every span (a few hundred bytes of
+//! `SpanData`) through a channel to a batch thread, converts it there into
+//! the owned `opentelemetry-proto` structs (a `String` per attribute key
+//! and value, a `Vec` per id), encodes those, and frees everything on a
+//! thread that did not allocate it. At 100 % sampling that path cost about
+//! as much as the rest of tracing (BENCHMARKS.md, section 4). Here,
+//! [`OtlpProcessor::on_end`] writes the span's protobuf bytes straight from
+//! the [`SpanData`] on the thread that ended it, and appends them to the
+//! pending batch under a short lock; the span data is freed where it was
+//! made.
 //!
-//! Its gRPC channel lives on a runtime of its own (one thread,
-//! `otlp-export`), so an export does not queue behind the requests being
-//! served: under load the batch processor's queue drains as fast as spans
-//! arrive instead of overflowing.
+//! The export thread (`otlp-export`) owns a one-thread Tokio runtime for
+//! its gRPC client, so an export never queues behind the requests being
+//! served. It sends when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans are pending
+//! (default 512), every `OTEL_BSP_SCHEDULE_DELAY` (5,000 ms) otherwise, and
+//! on a flush; it carries what is pending, at most
+//! `OTEL_BSP_MAX_QUEUE_SIZE` spans (8,192 here; beyond, spans are dropped
+//! and counted in a warning) and 3 MiB. `OTEL_BSP_EXPORT_TIMEOUT` bounds a
+//! flush.
 //!
 //! The wire format is `opentelemetry/proto/collector/trace/v1`
 //! (`ExportTraceServiceRequest`); the unit tests decode what this module
-//! writes with the `opentelemetry-proto` crate and compare it with that
-//! crate's own conversion of the same spans.
+//! writes with the `opentelemetry-proto` crate and compare it, byte for
+//! byte, with that crate's own conversion of the same spans.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, BufMut};
+use opentelemetry::Context;
 use opentelemetry::trace::{SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use prost::encoding::{DecodeContext, WireType, encoded_len_varint, key_len, skip_field};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -36,6 +49,10 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 
 /// The OTLP default for an export's deadline.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes pending at most: a request stays well under the 4 MiB a collector
+/// accepts by default.
+const MAX_PENDING_BYTES: usize = 3 << 20;
 
 /// Why the exporter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -52,36 +69,159 @@ pub enum OtlpError {
     Thread(#[from] std::io::Error),
 }
 
-/// Exports spans over OTLP/gRPC. See the module documentation.
-pub struct OtlpExporter {
-    endpoint: String,
-    client: tonic::client::Grpc<Channel>,
-    headers: MetadataMap,
-    timeout: Duration,
-    runtime: tokio::runtime::Handle,
-    /// Stops the export thread when the exporter is dropped.
-    _stop: tokio::sync::oneshot::Sender<()>,
-    /// The encoded `Resource` message, set by the SDK.
-    resource: Vec<u8>,
-    resource_schema_url: String,
+/// When and how much to send (the `OTEL_BSP_*` variables).
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    schedule_delay: Duration,
+    max_queue: usize,
+    batch: usize,
+    flush_timeout: Duration,
 }
 
-impl fmt::Debug for OtlpExporter {
+impl Batching {
+    fn from_env() -> Result<Self, OtlpError> {
+        let max_queue = env_number("OTEL_BSP_MAX_QUEUE_SIZE")?.unwrap_or(8192) as usize;
+        Ok(Self {
+            schedule_delay: Duration::from_millis(
+                env_number("OTEL_BSP_SCHEDULE_DELAY")?.unwrap_or(5000),
+            ),
+            max_queue,
+            // The specification: never more than the queue.
+            batch: (env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")?.unwrap_or(512) as usize)
+                .min(max_queue),
+            flush_timeout: Duration::from_millis(
+                env_number("OTEL_BSP_EXPORT_TIMEOUT")?.unwrap_or(30_000),
+            ),
+        })
+    }
+}
+
+/// A positive integer variable, if set.
+fn env_number(name: &'static str) -> Result<Option<u64>, OtlpError> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(OtlpError::Env {
+            name,
+            reason: format!("{value:?} is not a positive integer"),
+        }),
+    }
+}
+
+/// The gRPC client of `TraceService/Export`.
+struct Client {
+    grpc: tonic::client::Grpc<Channel>,
+    headers: MetadataMap,
+    timeout: Duration,
+}
+
+impl Client {
+    async fn export(&self, body: Vec<u8>) -> OTelSdkResult {
+        let mut grpc = self.grpc.clone();
+        let mut request = tonic::Request::new(Encoded(body));
+        *request.metadata_mut() = self.headers.clone();
+        request.set_timeout(self.timeout);
+        let call = async {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let codec = tonic_prost::ProstCodec::<Encoded, ExportResponse>::default();
+            grpc.unary(
+                request,
+                http::uri::PathAndQuery::from_static(EXPORT_PATH),
+                codec,
+            )
+            .await
+        };
+        let response = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                return Err(OTelSdkError::InternalFailure(format!(
+                    "export failed: {:?}: {}",
+                    status.code(),
+                    status.message()
+                )));
+            }
+            Err(_) => return Err(OTelSdkError::Timeout(self.timeout)),
+        };
+        if let Some(partial) = response.partial_success
+            && partial.rejected_spans > 0
+        {
+            tracing::warn!(
+                rejected_spans = partial.rejected_spans,
+                error = partial.error_message,
+                "the collector rejected spans"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What the span-ending threads and the export thread share.
+#[derive(Default)]
+struct Pending {
+    /// Per instrumentation scope, its encoded spans (`ScopeSpans.spans`
+    /// fields, each with its key and length).
+    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    spans: usize,
+    bytes: usize,
+    dropped: u64,
+    /// The encoded `Resource` message and its schema URL.
+    resource: Arc<(Vec<u8>, String)>,
+    /// Flushes waiting for the next export's result.
+    flushes: Vec<std::sync::mpsc::SyncSender<Result<(), String>>>,
+    stop: bool,
+    /// Buffers of past batches, emptied, for the next ones (no regrowing
+    /// them for every batch).
+    spare: Vec<Vec<u8>>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    batching: Batching,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The span processor: see the module documentation.
+pub struct OtlpProcessor {
+    endpoint: String,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for OtlpProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtlpExporter")
+        f.debug_struct("OtlpProcessor")
             .field("endpoint", &self.endpoint)
-            .field("timeout", &self.timeout)
+            .field("batching", &self.shared.batching)
             .finish_non_exhaustive()
     }
 }
 
-impl OtlpExporter {
-    /// An exporter to `endpoint` (`http://host:port`), with the headers and
-    /// timeout of the standard variables (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`
-    /// or `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT` in milliseconds).
-    /// Connects lazily: a collector that is down costs failed exports, not
-    /// a failed start.
+thread_local! {
+    /// Where a span is encoded before it joins the batch.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+impl OtlpProcessor {
+    /// A processor exporting to `endpoint` (`http://host:port`), with the
+    /// standard variables: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT` in milliseconds, and
+    /// `OTEL_BSP_*`. Connects lazily: a collector that is down costs failed
+    /// exports, not a failed start.
     pub fn new(endpoint: &str) -> Result<Self, OtlpError> {
+        Self::with_batching(endpoint, Batching::from_env()?)
+    }
+
+    fn with_batching(endpoint: &str, batching: Batching) -> Result<Self, OtlpError> {
         let headers = headers_from_env()?;
         let timeout = timeout_from_env()?;
         if endpoint.starts_with("https://") {
@@ -92,95 +232,193 @@ impl OtlpExporter {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("otlp-export".into())
-            .spawn(move || {
-                // Ends when the exporter (the sender) is dropped.
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
-        // The channel's background tasks run on the export thread.
+        // The channel's tasks run on this runtime, inside the export
+        // thread's `block_on`.
         let channel = {
-            let _entered = handle.enter();
+            let _entered = runtime.enter();
             endpoint_config.connect_lazy()
+        };
+        let client = Client {
+            grpc: tonic::client::Grpc::new(channel),
+            headers,
+            timeout,
+        };
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            batching,
+        });
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("otlp-export".into())
+                .spawn(move || export_loop(&shared, &client, &runtime))?
         };
         Ok(Self {
             endpoint: endpoint.to_owned(),
-            client: tonic::client::Grpc::new(channel),
-            headers,
-            timeout,
-            runtime: handle,
-            _stop: stop,
-            resource: Vec::new(),
-            resource_schema_url: String::new(),
+            shared,
+            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Asks for an export now and waits for its result, at most `timeout`.
+    /// With `stop`, the export thread ends after it.
+    fn flush(&self, stop: bool, timeout: Duration) -> OTelSdkResult {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut pending = self.shared.lock();
+            if pending.stop {
+                return Err(OTelSdkError::AlreadyShutdown);
+            }
+            pending.flushes.push(done);
+            pending.stop |= stop;
+        }
+        self.shared.wake.notify_one();
+        let outcome = match result.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(OTelSdkError::InternalFailure(e)),
+            Err(_) => Err(OTelSdkError::Timeout(timeout)),
+        };
+        if stop
+            && outcome.is_ok()
+            && let Some(thread) = self
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        {
+            let _ = thread.join();
+        }
+        outcome
     }
 }
 
-impl SpanExporter for OtlpExporter {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        let body = encode_request(&self.resource, &self.resource_schema_url, &batch);
-        drop(batch);
-        let mut client = self.client.clone();
-        let mut request = tonic::Request::new(Encoded(body));
-        *request.metadata_mut() = self.headers.clone();
-        request.set_timeout(self.timeout);
-        let timeout = self.timeout;
-        let call = self.runtime.spawn(async move {
-            let call = async {
-                client
-                    .ready()
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                let codec = tonic_prost::ProstCodec::<Encoded, ExportResponse>::default();
-                client
-                    .unary(
-                        request,
-                        http::uri::PathAndQuery::from_static(EXPORT_PATH),
-                        codec,
-                    )
-                    .await
+impl SpanProcessor for OtlpProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            write_span(scratch, &span);
+            let batch = self.shared.batching.batch;
+            let mut pending = self.shared.lock();
+            let full = pending.spans >= self.shared.batching.max_queue
+                || pending.bytes + scratch.len() > MAX_PENDING_BYTES;
+            if pending.stop || full {
+                pending.dropped += 1;
+                return;
+            }
+            let before = pending.spans;
+            let body = match pending
+                .scopes
+                .iter()
+                .rposition(|(scope, _)| *scope == span.instrumentation_scope)
+            {
+                Some(i) => &mut pending.scopes[i].1,
+                None => {
+                    let buffer = pending.spare.pop().unwrap_or_default();
+                    pending
+                        .scopes
+                        .push((span.instrumentation_scope.clone(), buffer));
+                    &mut pending.scopes.last_mut().expect("just pushed").1
+                }
             };
-            match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(response)) => Ok(response.into_inner()),
-                Ok(Err(status)) => Err(OTelSdkError::InternalFailure(format!(
-                    "export failed: {:?}: {}",
-                    status.code(),
-                    status.message()
-                ))),
-                Err(_) => Err(OTelSdkError::Timeout(timeout)),
+            let start = body.len();
+            put_len_prefix(body, 2, scratch.len());
+            body.extend_from_slice(scratch);
+            let added = body.len() - start;
+            pending.spans += 1;
+            pending.bytes += added;
+            if before + 1 == batch {
+                self.shared.wake.notify_one();
             }
         });
-        async move {
-            let response = call
-                .await
-                .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))??;
-            if let Some(partial) = response.partial_success
-                && partial.rejected_spans > 0
-            {
-                tracing::warn!(
-                    rejected_spans = partial.rejected_spans,
-                    error = partial.error_message,
-                    "the collector rejected spans"
-                );
-            }
-            Ok(())
-        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.flush(false, self.shared.batching.flush_timeout)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.flush(true, timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let mut body = Vec::new();
-        for (key, value) in resource.iter() {
-            put_key_value(&mut body, 1, key.as_str(), value);
+        self.shared.lock().resource = Arc::new(encode_resource(resource));
+    }
+}
+
+impl Drop for OtlpProcessor {
+    fn drop(&mut self) {
+        // Not shut down: the thread exports what is pending, then ends.
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The export thread: waits for a full batch, the schedule delay, a flush
+/// or the stop, then sends what is pending.
+fn export_loop(shared: &Shared, client: &Client, runtime: &tokio::runtime::Runtime) {
+    let batching = shared.batching;
+    let mut next = Instant::now() + batching.schedule_delay;
+    loop {
+        let (scopes, resource, flushes, dropped, stop) = {
+            let mut pending = shared.lock();
+            loop {
+                let now = Instant::now();
+                if pending.stop
+                    || !pending.flushes.is_empty()
+                    || pending.spans >= batching.batch
+                    || now >= next
+                {
+                    break;
+                }
+                pending = shared
+                    .wake
+                    .wait_timeout(pending, next - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            next = Instant::now() + batching.schedule_delay;
+            pending.spans = 0;
+            pending.bytes = 0;
+            (
+                std::mem::take(&mut pending.scopes),
+                Arc::clone(&pending.resource),
+                std::mem::take(&mut pending.flushes),
+                std::mem::take(&mut pending.dropped),
+                pending.stop,
+            )
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "spans dropped: the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE)"
+            );
         }
-        self.resource = body;
-        self.resource_schema_url = resource.schema_url().unwrap_or_default().to_owned();
+        let result = if scopes.is_empty() {
+            Ok(())
+        } else {
+            let body = encode_request(&resource.0, &resource.1, &scopes);
+            runtime.block_on(client.export(body)).map_err(|e| {
+                tracing::warn!(error = %e, "trace export failed");
+                e.to_string()
+            })
+        };
+        for flush in flushes {
+            let _ = flush.send(result.clone());
+        }
+        if stop {
+            return;
+        }
+        let mut pending = shared.lock();
+        for (_, mut buffer) in scopes {
+            buffer.clear();
+            pending.spare.push(buffer);
+        }
     }
 }
 
@@ -578,42 +816,42 @@ fn write_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
     }
 }
 
-/// `ExportTraceServiceRequest` with one `ResourceSpans` (field 1) holding a
-/// `ScopeSpans` per instrumentation scope, in order of first appearance.
-/// `resource` is the encoded `Resource` message.
-fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &[SpanData]) -> Vec<u8> {
-    // Spans grouped by scope (a batch has very few scopes: a scan will do).
-    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in batch {
-        match scopes
-            .iter_mut()
-            .find(|(scope, _)| **scope == span.instrumentation_scope)
-        {
-            Some((_, spans)) => spans.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
-        }
+/// The `Resource` message (its attributes) and the resource's schema URL.
+fn encode_resource(resource: &Resource) -> (Vec<u8>, String) {
+    let mut body = Vec::new();
+    for (key, value) in resource.iter() {
+        put_key_value(&mut body, 1, key.as_str(), value);
     }
-    let mut scratch = Vec::with_capacity(1024);
-    let scope_spans: Vec<Vec<u8>> = scopes
+    (body, resource.schema_url().unwrap_or_default().to_owned())
+}
+
+/// `ExportTraceServiceRequest` with one `ResourceSpans` (field 1) holding a
+/// `ScopeSpans` per instrumentation scope. `resource` is the encoded
+/// `Resource` message; each scope comes with its spans already encoded.
+fn encode_request(
+    resource: &[u8],
+    resource_schema_url: &str,
+    scopes: &[(InstrumentationScope, Vec<u8>)],
+) -> Vec<u8> {
+    // Each ScopeSpans: its scope (field 1), its spans, its schema URL (3).
+    let mut scratch = Vec::new();
+    let heads: Vec<Vec<u8>> = scopes
         .iter()
-        .map(|(scope, spans)| {
-            let mut body = Vec::with_capacity(spans.len() * 512);
-            put_nested(&mut body, 1, &mut scratch, |b| write_scope(b, scope));
-            for span in spans {
-                put_nested(&mut body, 2, &mut scratch, |b| write_span(b, span));
-            }
-            put_bytes(
-                &mut body,
-                3,
-                scope.schema_url().unwrap_or_default().as_bytes(),
-            );
-            body
+        .map(|(scope, _)| {
+            let mut head = Vec::new();
+            put_nested(&mut head, 1, &mut scratch, |b| write_scope(b, scope));
+            head
         })
         .collect();
+    let scope_len = |i: usize| {
+        let (scope, spans) = &scopes[i];
+        heads[i].len()
+            + spans.len()
+            + bytes_len(3, scope.schema_url().unwrap_or_default().as_bytes())
+    };
     let resource_spans_len = len_field(1, resource.len())
-        + scope_spans
-            .iter()
-            .map(|body| len_field(2, body.len()))
+        + (0..scopes.len())
+            .map(|i| len_field(2, scope_len(i)))
             .sum::<usize>()
         + bytes_len(3, resource_schema_url.as_bytes());
 
@@ -621,12 +859,39 @@ fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &[SpanData]
     put_len_prefix(&mut buf, 1, resource_spans_len);
     put_len_prefix(&mut buf, 1, resource.len());
     buf.extend_from_slice(resource);
-    for body in &scope_spans {
-        put_len_prefix(&mut buf, 2, body.len());
-        buf.extend_from_slice(body);
+    for (i, (scope, spans)) in scopes.iter().enumerate() {
+        put_len_prefix(&mut buf, 2, scope_len(i));
+        buf.extend_from_slice(&heads[i]);
+        buf.extend_from_slice(spans);
+        put_bytes(
+            &mut buf,
+            3,
+            scope.schema_url().unwrap_or_default().as_bytes(),
+        );
     }
     put_bytes(&mut buf, 3, resource_schema_url.as_bytes());
     buf
+}
+
+/// Groups and encodes spans as [`OtlpProcessor::on_end`] does, for tests.
+#[cfg(test)]
+fn encode_spans(spans: &[SpanData]) -> Vec<(InstrumentationScope, Vec<u8>)> {
+    let mut scopes: Vec<(InstrumentationScope, Vec<u8>)> = Vec::new();
+    let mut scratch = Vec::new();
+    for span in spans {
+        let i = match scopes
+            .iter()
+            .position(|(s, _)| *s == span.instrumentation_scope)
+        {
+            Some(i) => i,
+            None => {
+                scopes.push((span.instrumentation_scope.clone(), Vec::new()));
+                scopes.len() - 1
+            }
+        };
+        put_nested(&mut scopes[i].1, 2, &mut scratch, |b| write_span(b, span));
+    }
+    scopes
 }
 
 #[cfg(test)]
@@ -641,7 +906,7 @@ mod tests {
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::Resource;
-    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use prost::Message;
 
     use super::*;
@@ -775,9 +1040,8 @@ mod tests {
     #[test]
     fn the_request_decodes_to_the_reference_conversion() {
         let resource = resource();
-        let mut exporter = OtlpExporter::new("http://127.0.0.1:1").expect("exporter");
-        exporter.set_resource(&resource);
-        let bytes = encode_request(&exporter.resource, &exporter.resource_schema_url, &spans());
+        let (encoded, schema_url) = encode_resource(&resource);
+        let bytes = encode_request(&encoded, &schema_url, &encode_spans(&spans()));
         let ours = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
         let reference = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
@@ -791,7 +1055,7 @@ mod tests {
         // The control: a different span does not compare equal.
         let mut changed = spans();
         changed[2].name = "flags.evaluate".into();
-        let changed = encode_request(&exporter.resource, &exporter.resource_schema_url, &changed);
+        let changed = encode_request(&encoded, &schema_url, &encode_spans(&changed));
         assert_ne!(
             ExportTraceServiceRequest::decode(changed.as_slice()).expect("decodes"),
             reference
@@ -808,11 +1072,188 @@ mod tests {
 
     #[test]
     fn https_and_bad_variables_are_refused_with_a_reason() {
-        let err = OtlpExporter::new("https://collector:4317").expect_err("https");
+        let err = OtlpProcessor::new("https://collector:4317").expect_err("https");
         assert!(err.to_string().contains("https"), "{err}");
-        let err = OtlpExporter::new("not a uri").expect_err("bad uri");
+        let err = OtlpProcessor::new("not a uri").expect_err("bad uri");
         assert!(err.to_string().contains("invalid endpoint"), "{err}");
         assert_eq!(percent_decode("a%20b%2Cc"), Some("a b,c".to_owned()));
         assert_eq!(percent_decode("bad%2"), None);
+    }
+
+    /// A collector on its own runtime thread: every request it received.
+    fn collector() -> (String, Arc<Mutex<Vec<ExportTraceServiceRequest>>>) {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+            TraceService, TraceServiceServer,
+        };
+
+        #[derive(Clone, Default)]
+        struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+        #[tonic::async_trait]
+        impl TraceService for Collector {
+            async fn export(
+                &self,
+                request: tonic::Request<ExportTraceServiceRequest>,
+            ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(request.into_inner());
+                Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+            }
+        }
+
+        let collector = Collector::default();
+        let received = Arc::clone(&collector.0);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(collector))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await;
+            });
+        });
+        (format!("http://{addr}"), received)
+    }
+
+    fn span_names(requests: &[ExportTraceServiceRequest]) -> Vec<String> {
+        requests
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    fn batching(max_queue: usize) -> Batching {
+        Batching {
+            // Longer than the test: only a full batch or a flush sends.
+            schedule_delay: Duration::from_secs(600),
+            max_queue,
+            batch: max_queue,
+            flush_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn spans_are_sent_on_flush_and_a_full_batch_sends_by_itself() {
+        let (endpoint, received) = collector();
+        let mut processor =
+            OtlpProcessor::with_batching(&endpoint, batching(4)).expect("processor");
+        // One instance: its attributes iterate in one order.
+        let resource = resource();
+        processor.set_resource(&resource);
+        let mut spans = spans();
+        // Not sampled: never exported.
+        let unsampled = SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(5_u128),
+                SpanId::from(6_u64),
+                TraceFlags::default(),
+                false,
+                TraceState::NONE,
+            ),
+            name: "unsampled".into(),
+            ..spans[1].clone()
+        };
+        spans.push(unsampled);
+        for span in spans.clone() {
+            processor.on_end(span);
+        }
+        processor.force_flush().expect("flush");
+        let requests = received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(requests.len(), 1, "one export");
+        let mut names = span_names(&requests);
+        names.sort();
+        assert_eq!(
+            names,
+            ["", "engine.detect", "switchyard.v1.Detector/Detect"]
+        );
+        // The export is the reference conversion of the sampled spans.
+        spans.pop();
+        assert_eq!(
+            requests[0],
+            ExportTraceServiceRequest {
+                resource_spans: group_spans_by_resource_and_scope(
+                    spans.clone(),
+                    &ResourceAttributesWithSchema::from(&resource),
+                ),
+            }
+        );
+
+        // Four spans fill the batch: sent without a flush.
+        for span in spans.iter().chain(&spans[..1]).cloned() {
+            processor.on_end(span);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            < 2
+        {
+            assert!(Instant::now() < deadline, "a full batch was not sent");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        processor.shutdown().expect("shutdown");
+        assert!(matches!(
+            processor.shutdown(),
+            Err(OTelSdkError::AlreadyShutdown)
+        ));
+    }
+
+    #[test]
+    fn beyond_the_queue_spans_are_dropped_and_shutdown_sends_the_rest() {
+        let (endpoint, received) = collector();
+        let processor = OtlpProcessor::with_batching(
+            &endpoint,
+            Batching {
+                batch: 100,
+                ..batching(2)
+            },
+        )
+        .expect("processor");
+        for span in spans() {
+            processor.on_end(span);
+        }
+        assert_eq!(processor.shared.lock().dropped, 1, "the third span");
+        processor.shutdown().expect("shutdown");
+        let requests = received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(span_names(&requests).len(), 2);
+        // After shutdown nothing is queued.
+        processor.on_end(spans().remove(0));
+        assert_eq!(processor.shared.lock().spans, 0);
+    }
+
+    #[test]
+    fn a_collector_that_is_down_fails_the_flush_with_a_reason() {
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let processor =
+            OtlpProcessor::with_batching(&format!("http://127.0.0.1:{port}"), batching(8))
+                .expect("processor");
+        processor.on_end(spans().remove(0));
+        let err = processor.force_flush().expect_err("nobody listens");
+        assert!(err.to_string().contains("export failed"), "{err}");
     }
 }
