@@ -174,7 +174,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    // Large HTTP/2 windows: a batch (hundreds of KiB) arrives without
+    // waiting for window updates.
     tonic::transport::Server::builder()
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(8 << 20)
         .add_service(sink.clone())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -44,7 +44,8 @@
 //! - [`client`]: what those client tools share (`--addr`, status code names).
 //! - [`telemetry`]: process-wide logs (JSON lines carrying trace ids) and
 //!   OpenTelemetry traces: each RPC's spans ([`telemetry::server_span`],
-//!   W3C and B3 parents), the OTLP/gRPC exporter ([`telemetry::otlp`]);
+//!   W3C and B3 parents), the OTLP/gRPC span processor and exporter
+//!   ([`telemetry::otlp`]);
 //!   `init` returns a guard that flushes the last spans after the drain.
 //!
 //! # The path of a request

@@ -153,6 +153,11 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
             vec![("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s")],
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_BSP_MAX_QUEUE_SIZE", "lots")],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ),
     ];
     for (args, env, named) in cases {
         let out = Command::new(BIN)
