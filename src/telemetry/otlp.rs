@@ -417,6 +417,8 @@ fn export_loop(shared: &Shared, client: &Client, runtime: &tokio::runtime::Runti
         let mut pending = shared.lock();
         for (_, mut buffer) in scopes {
             buffer.clear();
+            // A burst may have grown it to MAX_PENDING_BYTES: keep 1 MiB.
+            buffer.shrink_to(1 << 20);
             pending.spare.push(buffer);
         }
     }
