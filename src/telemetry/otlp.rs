@@ -364,6 +364,7 @@ impl Drop for OtlpProcessor {
 fn export_loop(shared: &Shared, client: &Client, runtime: &tokio::runtime::Runtime) {
     let batching = shared.batching;
     let mut next = Instant::now() + batching.schedule_delay;
+    let mut failures = Failures::default();
     loop {
         let (scopes, resource, flushes, dropped, stop) = {
             let mut pending = shared.lock();
@@ -404,7 +405,7 @@ fn export_loop(shared: &Shared, client: &Client, runtime: &tokio::runtime::Runti
         } else {
             let body = encode_request(&resource.0, &resource.1, &scopes);
             runtime.block_on(client.export(body)).map_err(|e| {
-                tracing::warn!(error = %e, "trace export failed");
+                failures.record(&e);
                 e.to_string()
             })
         };
@@ -420,6 +421,31 @@ fn export_loop(shared: &Shared, client: &Client, runtime: &tokio::runtime::Runti
             // A burst may have grown it to MAX_PENDING_BYTES: keep 1 MiB.
             buffer.shrink_to(1 << 20);
             pending.spare.push(buffer);
+        }
+    }
+}
+
+/// Failed exports, logged at most once every [`Failures::EVERY`]: a
+/// collector that is down must not flood the logs.
+#[derive(Default)]
+struct Failures {
+    since_last_line: u64,
+    last_line: Option<Instant>,
+}
+
+impl Failures {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, error: &OTelSdkError) {
+        self.since_last_line += 1;
+        if self.last_line.is_none_or(|at| at.elapsed() >= Self::EVERY) {
+            tracing::warn!(
+                %error,
+                failed_exports = self.since_last_line,
+                "trace export failed (logged at most every 10 s)"
+            );
+            self.since_last_line = 0;
+            self.last_line = Some(Instant::now());
         }
     }
 }
@@ -1257,5 +1283,19 @@ mod tests {
         processor.on_end(spans().remove(0));
         let err = processor.force_flush().expect_err("nobody listens");
         assert!(err.to_string().contains("export failed"), "{err}");
+    }
+
+    #[test]
+    fn failed_exports_are_logged_at_most_every_ten_seconds() {
+        let mut failures = Failures::default();
+        let error = OTelSdkError::InternalFailure("down".into());
+        failures.record(&error);
+        assert_eq!(failures.since_last_line, 0, "the first failure is logged");
+        failures.record(&error);
+        failures.record(&error);
+        assert_eq!(failures.since_last_line, 2, "the next ones are counted");
+        failures.last_line = Instant::now().checked_sub(Failures::EVERY);
+        failures.record(&error);
+        assert_eq!(failures.since_last_line, 0, "logged again, with the count");
     }
 }
