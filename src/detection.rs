@@ -208,10 +208,9 @@ impl DetectionService {
         // One flag set for the whole request: never a mix of two.
         let flag_set = self.flags.current();
         let decision = {
-            let _span = ctx.trace.child(
-                "flags.evaluate",
-                vec![KeyValue::new("revision", flag_set.revision.clone())],
-            );
+            let _span = ctx.trace.child("flags.evaluate", || {
+                vec![KeyValue::new("revision", flag_set.revision.clone())]
+            });
             release::decide(&flag_set, &self.flag_context(ctx), &self.settings)
         };
         for (flag, variant, reason) in &decision.evaluations {
@@ -228,11 +227,11 @@ impl DetectionService {
         let log_span = tracing::Span::current();
         log_span.record("engine", decision.engine.as_str());
         ctx.trace
-            .set_attribute(KeyValue::new("engine", decision.engine.as_str()));
+            .set_attribute(|| KeyValue::new("engine", decision.engine.as_str()));
         if let Some(variant) = &decision.engine_variant {
             log_span.record("variant", variant.as_str());
             ctx.trace
-                .set_attribute(KeyValue::new("variant", variant.clone()));
+                .set_attribute(|| KeyValue::new("variant", variant.clone()));
         }
         for (flag, error) in &decision.errors {
             self.flag_errors.fetch_add(1, Ordering::Relaxed);
@@ -270,10 +269,9 @@ impl DetectionService {
         let started = std::time::Instant::now();
         // The permit goes with the work: a call abandoned at its deadline
         // keeps its slot until the engine really finishes.
-        let span = ctx.trace.child(
-            "engine.detect",
-            vec![KeyValue::new("engine", kind.as_str())],
-        );
+        let span = ctx.trace.child("engine.detect", || {
+            vec![KeyValue::new("engine", kind.as_str())]
+        });
         let detection = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _span = span;

@@ -100,8 +100,10 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
     };
     // Spans for traces do not depend on the log level. Access lines are not
     // span events: the span already carries every field they have.
-    let otel = provider.as_ref().map(|provider| {
+    if let Some(provider) = &provider {
         rpc::install(provider);
+    }
+    let otel = provider.as_ref().map(|provider| {
         // Only the attributes of the RPC conventions and ours: no source
         // location, thread, target or busy/idle time on every span.
         tracing_opentelemetry::layer()

@@ -87,22 +87,28 @@ impl Trace {
         self.0.is_some()
     }
 
-    /// Sets an attribute of the server span.
-    pub fn set_attribute(&self, attribute: KeyValue) {
+    /// Sets an attribute of the server span. The attribute is only built
+    /// when there is a span: without an exporter the call costs nothing.
+    pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
         if let Some(cx) = &self.0 {
-            cx.span().set_attribute(attribute);
+            cx.span().set_attribute(attribute());
         }
     }
 
-    /// A child of the server span, started now and ended when dropped.
-    pub fn child(&self, name: &'static str, attributes: Vec<KeyValue>) -> ChildSpan {
+    /// A child of the server span, started now and ended when dropped. Its
+    /// attributes are only built when there is a span.
+    pub fn child(
+        &self,
+        name: &'static str,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> ChildSpan {
         let (Some(cx), Some(tracer)) = (&self.0, TRACER.get()) else {
             return ChildSpan(None);
         };
         let span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Internal)
-            .with_attributes(attributes)
+            .with_attributes(attributes())
             .start_with_context(tracer, cx);
         ChildSpan(Some(span))
     }
