@@ -20,10 +20,24 @@ use prost::encoding::{DecodeContext, WireType, message, skip_field};
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, UnaryService};
 
-/// A message reduced to one number: the count of what its field `$field`
-/// (messages of type `$inner`) holds.
+/// A message reduced to one number: how many spans it holds. Its field
+/// `$field` is either a message of type `$inner` (its count is added) or,
+/// without `$inner`, a span (skipped whole, counted once).
 macro_rules! counter {
     ($name:ident, $field:literal, $inner:ty) => {
+        counter!(@message $name, $field, |wire_type, buf, ctx| {
+            let mut inner = <$inner>::default();
+            message::merge(wire_type, &mut inner, buf, ctx)?;
+            inner.0
+        });
+    };
+    ($name:ident, $field:literal) => {
+        counter!(@message $name, $field, |wire_type, buf, ctx| {
+            skip_field(wire_type, $field, buf, ctx)?;
+            1
+        });
+    };
+    (@message $name:ident, $field:literal, |$wire_type:ident, $buf:ident, $ctx:ident| $count:block) => {
         #[derive(Debug, Default)]
         struct $name(u64);
 
@@ -33,16 +47,14 @@ macro_rules! counter {
             fn merge_field(
                 &mut self,
                 tag: u32,
-                wire_type: WireType,
-                buf: &mut impl Buf,
-                ctx: DecodeContext,
+                $wire_type: WireType,
+                $buf: &mut impl Buf,
+                $ctx: DecodeContext,
             ) -> Result<(), prost::DecodeError> {
                 if tag != $field {
-                    return skip_field(wire_type, tag, buf, ctx);
+                    return skip_field($wire_type, tag, $buf, $ctx);
                 }
-                let mut inner = <$inner>::default();
-                message::merge(wire_type, &mut inner, buf, ctx)?;
-                self.0 += inner.count();
+                self.0 += $count;
                 Ok(())
             }
 
@@ -54,52 +66,12 @@ macro_rules! counter {
                 self.0 = 0;
             }
         }
-
-        impl Count for $name {
-            fn count(&self) -> u64 {
-                self.0
-            }
-        }
     };
-}
-
-/// A span: skipped whole, counted once.
-#[derive(Debug, Default)]
-struct Span;
-
-impl prost::Message for Span {
-    fn encode_raw(&self, _: &mut impl BufMut) {}
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        0
-    }
-
-    fn clear(&mut self) {}
-}
-
-trait Count {
-    fn count(&self) -> u64;
-}
-
-impl Count for Span {
-    fn count(&self) -> u64 {
-        1
-    }
 }
 
 // ExportTraceServiceRequest.resource_spans (1) -> ResourceSpans.scope_spans
 // (2) -> ScopeSpans.spans (2).
-counter!(ScopeSpans, 2, Span);
+counter!(ScopeSpans, 2);
 counter!(ResourceSpans, 2, ScopeSpans);
 counter!(ExportRequest, 1, ResourceSpans);
 
