@@ -5,8 +5,9 @@
 //!   `trace_id`, `span_id` and `request_id` (see [`json`]);
 //! - traces: OpenTelemetry, exported over OTLP/gRPC ([`otlp`]) when an
 //!   endpoint is configured (no span is built otherwise; log lines still
-//!   get ids). Each RPC's server span and its children are recorded through
-//!   the OpenTelemetry API ([`server_span`], [`Trace`]), with parents taken
+//!   get ids). Each RPC's server span and its children are recorded by
+//!   the `rpc` module ([`server_span`], [`Trace`]) straight into the exporter's
+//!   batches, with the SDK's sampler, with parents taken
 //!   from W3C `traceparent`/`tracestate` or B3 ([`b3`]) headers so spans
 //!   join the mesh's traces; other `tracing` spans at info and above (the
 //!   dark-launch candidate) reach the exporter through
@@ -33,13 +34,16 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Config, SdkTracerProvider, ShouldSample};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::configuration::{LogFormat, Settings};
+
+/// The instrumentation scope of Switchyard's spans.
+const SCOPE: &str = "switchyard";
 
 /// How long the final flush of spans may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,19 +99,21 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
     // Only an exporter needs OpenTelemetry spans: without one, no span is
     // built (log lines still get trace ids, see `server_span`).
     let provider = match &settings.telemetry.otlp_endpoint {
-        Some(endpoint) => Some(tracer_provider(settings, endpoint)?),
+        Some(endpoint) => {
+            let (provider, sampler, sink) = tracer_provider(settings, endpoint)?;
+            // The RPC spans: same sampler, same batches.
+            rpc::install(sampler, sink);
+            Some(provider)
+        }
         None => None,
     };
     // Spans for traces do not depend on the log level. Access lines are not
     // span events: the span already carries every field they have.
-    if let Some(provider) = &provider {
-        rpc::install(provider);
-    }
     let otel = provider.as_ref().map(|provider| {
         // Only the attributes of the RPC conventions and ours: no source
         // location, thread, target or busy/idle time on every span.
         tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("switchyard"))
+            .with_tracer(provider.tracer(SCOPE))
             .with_location(false)
             .with_threads(false)
             .with_target(false)
@@ -154,10 +160,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
     Ok(TelemetryGuard { provider })
 }
 
+/// The provider, its sampler and where its processor batches spans.
 fn tracer_provider(
     settings: &Settings,
     endpoint: &str,
-) -> Result<SdkTracerProvider, TelemetryError> {
+) -> Result<(SdkTracerProvider, Box<dyn ShouldSample>, otlp::SpanSink), TelemetryError> {
     let d = &settings.deployment;
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
@@ -171,14 +178,19 @@ fn tracer_provider(
             KeyValue::new("switchyard.track", d.track.as_str()),
         ])
         .build();
-    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG) (the SDK's default is
-    // parent-based always-on); batching from OTEL_BSP_* (see `otlp`).
+    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK
+    // (its default is parent-based always-on); batching from OTEL_BSP_*
+    // (see `otlp`).
+    let sampler = Config::default().sampler;
     let processor = otlp::OtlpProcessor::new(endpoint).map_err(|e| TelemetryError::Exporter {
         endpoint: endpoint.to_owned(),
         reason: e.to_string(),
     })?;
-    Ok(SdkTracerProvider::builder()
+    let sink = processor.sink();
+    let provider = SdkTracerProvider::builder()
         .with_resource(resource)
+        .with_sampler(sampler.clone())
         .with_span_processor(processor)
-        .build())
+        .build();
+    Ok((provider, sampler, sink))
 }

@@ -12,7 +12,8 @@
 //! [`OtlpProcessor::on_end`] writes the span's protobuf bytes straight from
 //! the [`SpanData`] on the thread that ended it, and appends them to the
 //! pending batch under a short lock; the span data is freed where it was
-//! made.
+//! made. The RPC spans, which are recorded without the SDK (`rpc`), take
+//! the same way through a [`SpanSink`].
 //!
 //! The export thread (`otlp-export`) owns a one-thread Tokio runtime for
 //! its gRPC client, so an export never queues behind the requests being
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, BufMut};
 use opentelemetry::Context;
-use opentelemetry::trace::{SpanKind, Status, TraceState};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -193,15 +194,66 @@ impl Shared {
 /// The span processor: see the module documentation.
 pub struct OtlpProcessor {
     endpoint: String,
-    shared: Arc<Shared>,
+    sink: SpanSink,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Where encoded spans join the pending batch: the processor's, and the
+/// RPC spans' that are recorded without the SDK (see `rpc`). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct SpanSink(Arc<Shared>);
+
+impl fmt::Debug for SpanSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SpanSink").finish_non_exhaustive()
+    }
+}
+
+impl SpanSink {
+    /// Encodes one sampled span of `scope` (`write` writes the fields of
+    /// its `Span` message) and adds it to the pending batch, or counts it
+    /// dropped when the queue is full or the exporter is shut down.
+    pub(super) fn record(&self, scope: &InstrumentationScope, write: impl FnOnce(&mut Vec<u8>)) {
+        let shared = &*self.0;
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            write(scratch);
+            let batch = shared.batching.batch;
+            let mut pending = shared.lock();
+            let full = pending.spans >= shared.batching.max_queue
+                || pending.bytes + scratch.len() > MAX_PENDING_BYTES;
+            if pending.stop || full {
+                pending.dropped += 1;
+                return;
+            }
+            let before = pending.spans;
+            let body = match pending.scopes.iter().rposition(|(s, _)| s == scope) {
+                Some(i) => &mut pending.scopes[i].1,
+                None => {
+                    let buffer = pending.spare.pop().unwrap_or_default();
+                    pending.scopes.push((scope.clone(), buffer));
+                    &mut pending.scopes.last_mut().expect("just pushed").1
+                }
+            };
+            let start = body.len();
+            put_len_prefix(body, 2, scratch.len());
+            body.extend_from_slice(scratch);
+            let added = body.len() - start;
+            pending.spans += 1;
+            pending.bytes += added;
+            if before + 1 == batch {
+                shared.wake.notify_one();
+            }
+        });
+    }
 }
 
 impl fmt::Debug for OtlpProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtlpProcessor")
             .field("endpoint", &self.endpoint)
-            .field("batching", &self.shared.batching)
+            .field("batching", &self.sink.0.batching)
             .finish_non_exhaustive()
     }
 }
@@ -256,9 +308,14 @@ impl OtlpProcessor {
         };
         Ok(Self {
             endpoint: endpoint.to_owned(),
-            shared,
+            sink: SpanSink(shared),
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Where spans recorded without the SDK join this processor's batches.
+    pub fn sink(&self) -> SpanSink {
+        self.sink.clone()
     }
 
     /// Asks for an export now and waits for its result, at most `timeout`.
@@ -266,14 +323,14 @@ impl OtlpProcessor {
     fn flush(&self, stop: bool, timeout: Duration) -> OTelSdkResult {
         let (done, result) = std::sync::mpsc::sync_channel(1);
         {
-            let mut pending = self.shared.lock();
+            let mut pending = self.sink.0.lock();
             if pending.stop {
                 return Err(OTelSdkError::AlreadyShutdown);
             }
             pending.flushes.push(done);
             pending.stop |= stop;
         }
-        self.shared.wake.notify_one();
+        self.sink.0.wake.notify_one();
         let outcome = match result.recv_timeout(timeout) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(OTelSdkError::InternalFailure(e)),
@@ -297,49 +354,15 @@ impl SpanProcessor for OtlpProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
+        if span.span_context.is_sampled() {
+            self.sink.record(&span.instrumentation_scope, |buf| {
+                write_span_data(buf, &span)
+            });
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            write_span(scratch, &span);
-            let batch = self.shared.batching.batch;
-            let mut pending = self.shared.lock();
-            let full = pending.spans >= self.shared.batching.max_queue
-                || pending.bytes + scratch.len() > MAX_PENDING_BYTES;
-            if pending.stop || full {
-                pending.dropped += 1;
-                return;
-            }
-            let before = pending.spans;
-            let body = match pending
-                .scopes
-                .iter()
-                .rposition(|(scope, _)| *scope == span.instrumentation_scope)
-            {
-                Some(i) => &mut pending.scopes[i].1,
-                None => {
-                    let buffer = pending.spare.pop().unwrap_or_default();
-                    pending
-                        .scopes
-                        .push((span.instrumentation_scope.clone(), buffer));
-                    &mut pending.scopes.last_mut().expect("just pushed").1
-                }
-            };
-            let start = body.len();
-            put_len_prefix(body, 2, scratch.len());
-            body.extend_from_slice(scratch);
-            let added = body.len() - start;
-            pending.spans += 1;
-            pending.bytes += added;
-            if before + 1 == batch {
-                self.shared.wake.notify_one();
-            }
-        });
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.flush(false, self.shared.batching.flush_timeout)
+        self.flush(false, self.sink.0.batching.flush_timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -347,15 +370,15 @@ impl SpanProcessor for OtlpProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.shared.lock().resource = Arc::new(encode_resource(resource));
+        self.sink.0.lock().resource = Arc::new(encode_resource(resource));
     }
 }
 
 impl Drop for OtlpProcessor {
     fn drop(&mut self) {
         // Not shut down: the thread exports what is pending, then ends.
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_one();
+        self.sink.0.lock().stop = true;
+        self.sink.0.wake.notify_one();
     }
 }
 
@@ -802,37 +825,115 @@ fn write_link(buf: &mut Vec<u8>, link: &opentelemetry::trace::Link) {
     put_fixed32(buf, 6, span_flags(cx.trace_flags().to_u8(), cx.is_remote()));
 }
 
-/// `Span`, fields in tag order as prost writes them (`flags`, 16, last).
-fn write_span(buf: &mut Vec<u8>, span: &SpanData) {
-    let cx = &span.span_context;
+/// What every span has, however it was recorded.
+pub(super) struct SpanHead<'a> {
+    pub context: &'a SpanContext,
+    /// Invalid for a root span.
+    pub parent: SpanId,
+    pub parent_is_remote: bool,
+    pub name: &'a str,
+    pub kind: SpanKind,
+    pub start: SystemTime,
+    pub end: SystemTime,
+}
+
+/// The fields of a `Span` message, in tag order as prost writes them
+/// (`flags`, 16, last). `attributes` writes the attributes (field 9) with
+/// an [`Attributes`] writer.
+pub(super) fn write_span(
+    buf: &mut Vec<u8>,
+    head: &SpanHead<'_>,
+    attributes: impl FnOnce(&mut Attributes<'_>),
+    status: &Status,
+) {
+    write_span_with(buf, head, attributes, status, |_| {});
+}
+
+/// [`write_span`] with fields 10 to 14 (dropped attributes, events,
+/// links) written by `middle`.
+fn write_span_with(
+    buf: &mut Vec<u8>,
+    head: &SpanHead<'_>,
+    attributes: impl FnOnce(&mut Attributes<'_>),
+    status: &Status,
+    middle: impl FnOnce(&mut Vec<u8>),
+) {
+    let cx = head.context;
     put_bytes(buf, 1, &cx.trace_id().to_bytes());
     put_bytes(buf, 2, &cx.span_id().to_bytes());
     put_bytes(buf, 3, trace_state(cx.trace_state()).as_bytes());
-    let parent = span.parent_span_id.to_bytes();
-    if parent != [0; 8] {
-        put_bytes(buf, 4, &parent);
+    if head.parent != SpanId::INVALID {
+        put_bytes(buf, 4, &head.parent.to_bytes());
     }
-    put_bytes(buf, 5, span.name.as_bytes());
-    put_varint(buf, 6, span_kind(&span.span_kind));
-    put_fixed64(buf, 7, nanos(span.start_time));
-    put_fixed64(buf, 8, nanos(span.end_time));
-    put_attributes(buf, 9, &span.attributes);
-    put_varint(buf, 10, u64::from(span.dropped_attributes_count));
-    let mut scratch = Vec::new();
-    for event in span.events.iter() {
-        put_nested(buf, 11, &mut scratch, |b| write_event(b, event));
-    }
-    put_varint(buf, 12, u64::from(span.events.dropped_count));
-    for link in span.links.iter() {
-        put_nested(buf, 13, &mut scratch, |b| write_link(b, link));
-    }
-    put_varint(buf, 14, u64::from(span.links.dropped_count));
-    put_status(buf, 15, &span.status);
+    put_bytes(buf, 5, head.name.as_bytes());
+    put_varint(buf, 6, span_kind(&head.kind));
+    put_fixed64(buf, 7, nanos(head.start));
+    put_fixed64(buf, 8, nanos(head.end));
+    attributes(&mut Attributes(buf));
+    middle(buf);
+    put_status(buf, 15, status);
     put_fixed32(
         buf,
         16,
-        span_flags(cx.trace_flags().to_u8(), span.parent_span_is_remote),
+        span_flags(cx.trace_flags().to_u8(), head.parent_is_remote),
     );
+}
+
+/// A span the SDK recorded.
+fn write_span_data(buf: &mut Vec<u8>, span: &SpanData) {
+    let head = SpanHead {
+        context: &span.span_context,
+        parent: span.parent_span_id,
+        parent_is_remote: span.parent_span_is_remote,
+        name: &span.name,
+        kind: span.span_kind.clone(),
+        start: span.start_time,
+        end: span.end_time,
+    };
+    write_span_with(
+        buf,
+        &head,
+        |a| a.all(&span.attributes),
+        &span.status,
+        |buf| {
+            put_varint(buf, 10, u64::from(span.dropped_attributes_count));
+            let mut scratch = Vec::new();
+            for event in span.events.iter() {
+                put_nested(buf, 11, &mut scratch, |b| write_event(b, event));
+            }
+            put_varint(buf, 12, u64::from(span.events.dropped_count));
+            for link in span.links.iter() {
+                put_nested(buf, 13, &mut scratch, |b| write_link(b, link));
+            }
+            put_varint(buf, 14, u64::from(span.links.dropped_count));
+        },
+    );
+}
+
+/// Writes a span's attributes (`Span` field 9), each a `KeyValue`.
+pub(super) struct Attributes<'a>(&'a mut Vec<u8>);
+
+impl Attributes<'_> {
+    /// A string attribute, without building a [`Value`].
+    pub fn str(&mut self, key: &str, value: &str) {
+        let value_len = len_field(1, value.len());
+        put_len_prefix(
+            self.0,
+            9,
+            bytes_len(1, key.as_bytes()) + len_field(2, value_len),
+        );
+        put_bytes(self.0, 1, key.as_bytes());
+        put_len_prefix(self.0, 2, value_len);
+        put_str_always(self.0, 1, value);
+    }
+
+    pub fn value(&mut self, key: &str, value: &Value) {
+        put_key_value(self.0, 9, key, value);
+    }
+
+    pub fn all(&mut self, attributes: &[KeyValue]) {
+        put_attributes(self.0, 9, attributes);
+    }
 }
 
 /// `InstrumentationScope`: name (1), version (2), attributes (3).
@@ -917,7 +1018,9 @@ fn encode_spans(spans: &[SpanData]) -> Vec<(InstrumentationScope, Vec<u8>)> {
                 scopes.len() - 1
             }
         };
-        put_nested(&mut scopes[i].1, 2, &mut scratch, |b| write_span(b, span));
+        put_nested(&mut scopes[i].1, 2, &mut scratch, |b| {
+            write_span_data(b, span)
+        });
     }
     scopes
 }
@@ -1257,7 +1360,7 @@ mod tests {
         for span in spans() {
             processor.on_end(span);
         }
-        assert_eq!(processor.shared.lock().dropped, 1, "the third span");
+        assert_eq!(processor.sink.0.lock().dropped, 1, "the third span");
         processor.shutdown().expect("shutdown");
         let requests = received
             .lock()
@@ -1266,7 +1369,7 @@ mod tests {
         assert_eq!(span_names(&requests).len(), 2);
         // After shutdown nothing is queued.
         processor.on_end(spans().remove(0));
-        assert_eq!(processor.shared.lock().spans, 0);
+        assert_eq!(processor.sink.0.lock().spans, 0);
     }
 
     #[test]

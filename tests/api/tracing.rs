@@ -126,6 +126,8 @@ const W3C_PARENT: &str = "b7ad6b7169203331";
 const B3_TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
 const B3_PARENT: &str = "e457b5a2e4d86bd1";
 const BAD_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const UNSAMPLED_TRACE: &str = "5a2f8c1d3b4e6f708192a3b4c5d6e7f8";
+const UNIMPLEMENTED_TRACE: &str = "6b3f9d2e4c5f7081928a3b4c5d6e7f80";
 /// Distinctive request text that must never reach a log line.
 const SECRET_TEXT: &str = "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich";
 
@@ -225,6 +227,43 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
         detect(&server, "  ", &[("traceparent", &bad_parent)]).await,
         tonic::Code::InvalidArgument
     );
+    // The default sampler is parent-based: a caller that did not sample
+    // its trace gets no span exported (the calls above are the control).
+    let unsampled = format!("00-{UNSAMPLED_TRACE}-{W3C_PARENT}-00");
+    assert_eq!(
+        detect(
+            &server,
+            "Ein ganz gewöhnlicher Satz",
+            &[("traceparent", &unsampled)]
+        )
+        .await,
+        tonic::Code::Ok
+    );
+    // A method nobody serves: UNIMPLEMENTED, a server error for the RPC
+    // conventions.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(pb::DetectRequest::default());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{UNIMPLEMENTED_TRACE}-{W3C_PARENT}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    let status = grpc
+        .unary::<pb::DetectRequest, pb::DetectResponse, _>(
+            request,
+            "/no.Such/Method".parse().expect("path"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("unimplemented");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
     // Give the dark-launch candidate (lingua) time to finish before the drain.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -239,6 +278,9 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
     let (resource, w3c) = the_span(&spans, W3C_TRACE, detect_name);
     assert_eq!(hex(&w3c.parent_span_id), W3C_PARENT);
     assert_eq!(w3c.kind, 2, "SPAN_KIND_SERVER");
+    // Sampled (0x1), "is the parent remote" known (0x100), and it is (0x200).
+    assert_eq!(w3c.flags, 0x301, "flags {:#x}", w3c.flags);
+    assert!(w3c.end_time_unix_nano > w3c.start_time_unix_nano);
     let attrs = attributes(&w3c.attributes);
     for (key, want) in [
         ("rpc.system", "grpc"),
@@ -271,7 +313,19 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
     for child in ["flags.evaluate", "engine.detect"] {
         let (_, span) = the_span(&spans, W3C_TRACE, child);
         assert_eq!(span.parent_span_id, w3c.span_id, "{child}'s parent");
+        assert_eq!(span.flags, 0x101, "{child}'s parent is local");
+        assert!(span.start_time_unix_nano >= w3c.start_time_unix_nano);
+        assert!(span.end_time_unix_nano <= w3c.end_time_unix_nano);
     }
+    let (_, evaluate) = the_span(&spans, W3C_TRACE, "flags.evaluate");
+    assert!(attributes(&evaluate.attributes).contains_key("revision"));
+    let (_, engine) = the_span(&spans, W3C_TRACE, "engine.detect");
+    assert_eq!(
+        attributes(&engine.attributes)
+            .get("engine")
+            .map(String::as_str),
+        Some("whatlang")
+    );
     // The dark-launch candidate: its own trace, linked to the request.
     let candidate: Vec<_> = spans
         .iter()
@@ -301,6 +355,27 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
         Some("3"),
         "INVALID_ARGUMENT recorded"
     );
+    // A client error leaves the span's status unset; a server error sets it.
+    assert_eq!(bad.status.as_ref().map_or(0, |s| s.code), 0, "unset");
+    assert_eq!(w3c.status.as_ref().map_or(0, |s| s.code), 0, "unset");
+    let (_, unimplemented) = the_span(&spans, UNIMPLEMENTED_TRACE, "unknown/unknown");
+    assert_eq!(
+        attributes(&unimplemented.attributes)
+            .get("rpc.grpc.status_code")
+            .map(String::as_str),
+        Some("12")
+    );
+    assert_eq!(
+        unimplemented.status.as_ref().map(|s| s.code),
+        Some(2),
+        "STATUS_CODE_ERROR for UNIMPLEMENTED"
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|(_, s)| hex(&s.trace_id) != UNSAMPLED_TRACE),
+        "a span whose parent was not sampled was exported"
+    );
 
     // Logs: JSON lines (Server checks each), the request's trace id on its
     // lines, the text nowhere.
@@ -314,7 +389,7 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
         .iter()
         .filter(|l| l["target"] == "switchyard::access" && l["rpc.method"] == "Detect")
         .collect();
-    assert_eq!(access.len(), 3, "one access line per Detect call");
+    assert_eq!(access.len(), 4, "one access line per Detect call");
     let w3c_line = access
         .iter()
         .find(|l| l["request_id"] == "req-w3c")
@@ -329,6 +404,11 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
         .find(|l| l["request_id"] == "req-b3")
         .expect("B3 line");
     assert_eq!(b3_line["trace_id"], B3_TRACE);
+    // Not sampled, still in the caller's trace.
+    assert!(
+        access.iter().any(|l| l["trace_id"] == UNSAMPLED_TRACE),
+        "the unsampled call's access line"
+    );
     // Every line written inside a request carries its trace id.
     for line in log.iter().filter(|l| l.get("rpc.method").is_some()) {
         assert!(
