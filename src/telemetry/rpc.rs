@@ -114,7 +114,7 @@ pub struct Trace(Option<Arc<ServerSpan>>);
 #[derive(Debug)]
 struct ServerSpan {
     context: SpanContext,
-    /// The caller's span, when it sent one.
+    /// The caller's span; invalid when it sent none.
     parent: SpanId,
     recording: Option<Mutex<Recording>>,
 }
@@ -127,7 +127,7 @@ struct Recording {
     request_id: Option<String>,
     /// The sampler's, then the handlers' ([`Trace::set_attribute`]).
     attributes: Vec<KeyValue>,
-    /// Set once the span has been exported.
+    /// Set once the span has ended (and gone to the exporter).
     ended: bool,
 }
 
