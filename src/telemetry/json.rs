@@ -26,9 +26,9 @@ impl<W> JsonLayer<W> {
     }
 }
 
-/// The trace and span ids of a request's log lines, attached to its server
-/// span by [`super::server_span`] (not span fields, which the trace
-/// exporter would copy as attributes).
+/// The trace and span ids of a request's log lines, attached to its log
+/// span by [`super::server_span`] as an extension: ids, not formatted
+/// strings, and only when a log line may be written.
 pub(super) struct LogIds {
     pub trace_id: TraceId,
     pub span_id: SpanId,

@@ -747,7 +747,20 @@ fn put_array(buf: &mut Vec<u8>, array: &Array) {
 
 /// `KeyValue`: key (1), value (2).
 fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
-    let value_len = any_value_len(value);
+    put_key_value_with(buf, tag, key, any_value_len(value), |b| {
+        put_any_value(b, value)
+    });
+}
+
+/// `KeyValue` whose `AnyValue`, `value_len` bytes long, `write_value`
+/// writes.
+fn put_key_value_with(
+    buf: &mut Vec<u8>,
+    tag: u32,
+    key: &str,
+    value_len: usize,
+    write_value: impl FnOnce(&mut Vec<u8>),
+) {
     put_len_prefix(
         buf,
         tag,
@@ -755,7 +768,7 @@ fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
     );
     put_bytes(buf, 1, key.as_bytes());
     put_len_prefix(buf, 2, value_len);
-    put_any_value(buf, value);
+    write_value(buf);
 }
 
 fn put_attributes(buf: &mut Vec<u8>, tag: u32, attributes: &[KeyValue]) {
@@ -922,15 +935,9 @@ pub(super) struct Attributes<'a>(&'a mut Vec<u8>);
 impl Attributes<'_> {
     /// A string attribute, without building a [`Value`].
     pub fn str(&mut self, key: &str, value: &str) {
-        let value_len = len_field(1, value.len());
-        put_len_prefix(
-            self.0,
-            9,
-            bytes_len(1, key.as_bytes()) + len_field(2, value_len),
-        );
-        put_bytes(self.0, 1, key.as_bytes());
-        put_len_prefix(self.0, 2, value_len);
-        put_str_always(self.0, 1, value);
+        put_key_value_with(self.0, 9, key, len_field(1, value.len()), |b| {
+            put_str_always(b, 1, value)
+        });
     }
 
     pub fn value(&mut self, key: &str, value: &Value) {
