@@ -10,7 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 /// Why a probe could not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// The address or timeout is unusable.
+    /// The address or timeout is unusable (bad usage, exit 2).
     #[error("invalid probe: {0}")]
     Invalid(String),
     /// No connection within the timeout.
@@ -27,18 +27,10 @@ pub async fn check(
     service: &str,
     timeout: Duration,
 ) -> Result<ServingStatus, CheckError> {
-    if timeout.is_zero() {
-        return Err(CheckError::Invalid("timeout must be positive".into()));
-    }
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| CheckError::Invalid(format!("address {addr:?}: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    // The same `HOST:PORT` parser as `smoke` and `watch`: one address form
+    // for every tool.
+    let endpoint =
+        crate::client::endpoint(addr, timeout).map_err(|e| CheckError::Invalid(e.to_string()))?;
     let channel = endpoint.connect().await.map_err(|e| CheckError::Connect {
         addr: addr.to_owned(),
         reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),

@@ -346,6 +346,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             println!("{:?}: {}", args.service, status.as_str_name());
             i32::from(status.as_str_name() != "SERVING")
         }
+        Ok(Err(e @ crate::check::CheckError::Invalid(_))) => fail(EXIT_BAD_CONFIG, &e),
         Ok(Err(e)) => fail(1, &e),
         Err(e) => fail(1, &e),
     }

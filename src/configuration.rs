@@ -361,8 +361,9 @@ impl Settings {
 
         let raw = builder.build().map_err(|e| ConfigError(one_line(&e)))?;
         let settings: Settings = raw
+            .clone()
             .try_deserialize()
-            .map_err(|e| ConfigError(one_line(&e)))?;
+            .map_err(|e| ConfigError(with_value(&e, &raw)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -469,6 +470,22 @@ impl Settings {
 }
 
 /// The config crate's messages sometimes span lines; ours never do.
+/// [`one_line`], plus the offending value when the error names a key but
+/// not its value (e.g. "invalid socket address syntax"), like the range
+/// checks' "got -1".
+fn with_value(e: &config::ConfigError, raw: &config::Config) -> String {
+    let line = one_line(e);
+    let key = match e {
+        config::ConfigError::At { key: Some(key), .. }
+        | config::ConfigError::Type { key: Some(key), .. } => key,
+        _ => return line,
+    };
+    match raw.get_string(key) {
+        Ok(value) if !line.contains(&value) => format!("{line}, got {value:?}"),
+        _ => line,
+    }
+}
+
 fn one_line(e: &config::ConfigError) -> String {
     e.to_string()
         .split_whitespace()
@@ -565,6 +582,31 @@ mod tests {
                 .to_string();
             assert!(err.contains(named), "{err:?} should name {named}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
+        }
+    }
+
+    #[test]
+    fn a_malformed_value_is_echoed_in_the_message() {
+        for (key, value) in [
+            ("server.grpc_addr", "nope"),
+            ("server.admin_addr", "localhost"),
+            ("server.max_concurrent_requests", "many"),
+        ] {
+            let overrides = Overrides {
+                config_file: None,
+                values: vec![(key, value.to_owned())],
+            };
+            let err = Settings::load(&HashMap::new(), &overrides)
+                .expect_err("rejected")
+                .to_string();
+            assert!(
+                err.contains(&format!("\"{value}\"")),
+                "{err:?} should echo {value}"
+            );
+            assert!(
+                err.contains(key.rsplit('.').next().unwrap_or(key)),
+                "{err:?}"
+            );
         }
     }
 

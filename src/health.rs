@@ -32,8 +32,9 @@ pub const LIVENESS: &str = "liveness";
 /// The overall status (what grpc-health-probe and Envoy check by default);
 /// follows readiness.
 pub const OVERALL: &str = "";
-/// The Detector service's status; follows readiness.
-pub const DETECTOR: &str = "switchyard.v1.Detector";
+/// The Detector service's status; follows readiness. The name comes from
+/// the generated code, so it cannot drift from the proto.
+pub const DETECTOR: &str = crate::grpc::pb::detector_server::SERVICE_NAME;
 
 /// The health services a replica reports, in a stable order.
 pub const SERVICES: [&str; 4] = [OVERALL, READINESS, LIVENESS, DETECTOR];

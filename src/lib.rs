@@ -18,6 +18,8 @@
 //! - [`startup`]: [`startup::Application`] binds the listeners in `build` and
 //!   owns all the wiring; `run_until_stopped` serves until a stop signal and
 //!   then drains in the five steps of the termination contract.
+//! - [`drain`]: the five bounded steps of the termination contract, one
+//!   method each, every log line timed from the stop signal.
 //! - [`engine`]: the two detection engines (`whatlang`, `lingua`) behind one
 //!   trait, and the loader that readies them at startup.
 //! - [`detection`]: the domain service: validates input, sheds load above the
@@ -68,6 +70,7 @@ pub mod client;
 pub mod configuration;
 pub mod dark_launch;
 pub mod detection;
+pub mod drain;
 pub mod engine;
 pub mod flags;
 pub mod grpc;

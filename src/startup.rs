@@ -1,17 +1,8 @@
 //! All the wiring: [`Application::build`] binds, [`Application::run_until_stopped`]
 //! serves and then drains.
 //!
-//! # The drain (the Kubernetes termination contract, bounded)
-//!
-//! 1. The first stop signal arrives; it is logged with the drain budget.
-//! 2. readiness, `""` and `switchyard.v1.Detector` turn NOT_SERVING at once.
-//! 3. Serving continues normally for `drain.delay` while load balancers and
-//!    the mesh remove the endpoint (EndpointSlice removal races SIGTERM).
-//! 4. The listener closes (new connections are refused), HTTP/2 GOAWAY goes to
-//!    every client, and DetectStream and health Watch streams end with
-//!    UNAVAILABLE ("server is draining").
-//! 5. In-flight RPCs get up to `drain.timeout` to finish; then the outcome
-//!    says whether everything drained. A second signal ends it at once.
+//! After the first stop signal it drains in the five steps of the
+//! Kubernetes termination contract, one [`crate::drain::Drain`] method each.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,12 +11,12 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin_http;
 use crate::configuration::{Settings, Track};
 use crate::detection::DetectionService;
+use crate::drain::{Drain, ServingHandles};
 use crate::engine::{EngineError, EngineLoader, RealEngines};
 use crate::flags::definition::DefinitionErrors;
 use crate::flags::store::{FlagStore, spawn_watcher};
@@ -36,6 +27,15 @@ use crate::grpc::pb;
 use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
 use crate::metrics::{LiveState, MethodTable, Metrics};
 use crate::shutdown::{DrainOutcome, StopSignal};
+
+/// Every service served, as encoded descriptor sets: one list for
+/// reflection and for the per-method metrics table.
+const DESCRIPTOR_SETS: &[&[u8]] = &[
+    pb::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// Why the application could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -117,16 +117,8 @@ impl Application {
             version: settings.deployment.version.clone(),
             track: settings.deployment.track.as_str(),
         }));
-        let methods = MethodTable::from_descriptor_sets(
-            &[
-                pb::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ],
-            &metrics,
-        )
-        .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let methods = MethodTable::from_descriptor_sets(DESCRIPTOR_SETS, &metrics)
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
         Ok(Self {
             settings: Arc::new(settings),
             grpc_listener,
@@ -185,13 +177,10 @@ impl Application {
 
         // Built before any task starts, so a failure here leaves nothing running.
         let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                )
+            DESCRIPTOR_SETS.iter().fold(
+                tonic_reflection::server::Builder::configure(),
+                |builder, set| builder.register_encoded_file_descriptor_set(set),
+            )
         };
         let reflection_v1 = reflection()
             .build_v1()
@@ -200,13 +189,10 @@ impl Application {
             .build_v1alpha()
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
 
-        // Cancelled at step 4: stop accepting, GOAWAY.
-        let stop_accepting = CancellationToken::new();
-        // Cancelled at step 4: long-lived streams end with UNAVAILABLE.
-        let streams_stop = CancellationToken::new();
+        // Step 4 stops serving through these.
+        let serving = ServingHandles::default();
         // Cancelled when the drain is over: watchdog and admin listener.
         let background_stop = CancellationToken::new();
-        let streams = TaskTracker::new();
 
         spawn_watcher(
             Arc::clone(detection.flags()),
@@ -250,8 +236,8 @@ impl Application {
             .add_service(
                 pb::detector_server::DetectorServer::new(DetectorService::new(
                     Arc::clone(&detection),
-                    streams_stop.clone(),
-                    streams.clone(),
+                    serving.end_streams.clone(),
+                    serving.streams.clone(),
                     settings.flags.headers(),
                 ))
                 .max_decoding_message_size(max_message),
@@ -268,7 +254,7 @@ impl Application {
             .add_service(
                 tonic_health::pb::health_server::HealthServer::new(HealthService::new(
                     health.clone(),
-                    streams_stop.clone(),
+                    serving.end_streams.clone(),
                 ))
                 .max_decoding_message_size(max_message),
             );
@@ -281,7 +267,10 @@ impl Application {
                     shadow_track: settings.deployment.track == Track::Shadow,
                 }))
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned()),
+                .serve_with_incoming_shutdown(
+                    incoming,
+                    serving.stop_accepting.clone().cancelled_owned(),
+                ),
         );
         let admin = tokio::spawn(admin_http::serve(
             admin_listener,
@@ -299,8 +288,8 @@ impl Application {
                     loaded = true;
                     match result {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(shutdown_on_error(e.into(), &background_stop, &stop_accepting)),
-                        Err(e) => return Err(shutdown_on_error(EngineError::Load(e.to_string()).into(), &background_stop, &stop_accepting)),
+                        Ok(Err(e)) => return Err(shutdown_on_error(e.into(), &background_stop, &serving.stop_accepting)),
+                        Err(e) => return Err(shutdown_on_error(EngineError::Load(e.to_string()).into(), &background_stop, &serving.stop_accepting)),
                     }
                 }
                 result = &mut grpc => {
@@ -309,61 +298,25 @@ impl Application {
                         Ok(Err(e)) => e.to_string(),
                         Err(e) => e.to_string(),
                     };
-                    return Err(shutdown_on_error(StartupError::Serve(message), &background_stop, &stop_accepting));
+                    return Err(shutdown_on_error(StartupError::Serve(message), &background_stop, &serving.stop_accepting));
                 }
             }
         };
 
-        // Step 1.
-        let (delay, timeout) = (settings.drain.delay(), settings.drain.timeout());
-        tracing::info!(
-            ?signal,
-            drain_delay_s = delay.as_secs_f64(),
-            drain_timeout_s = timeout.as_secs_f64(),
-            budget_s = (delay + timeout).as_secs_f64(),
-            "stop signal received: draining"
-        );
-        // Step 2.
-        health.begin_drain();
-        tracing::info!("drain step 2: readiness NOT_SERVING");
-        // Step 3.
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            Some(signal) = signals.next() => {
-                tracing::warn!(?signal, "second stop signal: exiting now");
-                return Ok(DrainOutcome::Forced);
-            }
-        }
-        // Step 4.
-        tracing::info!("drain step 4: closing the listener, sending GOAWAY, ending streams");
-        stop_accepting.cancel();
-        streams_stop.cancel();
-        streams.close();
-        // Step 5.
-        let outcome = tokio::select! {
-            finished = tokio::time::timeout(timeout, async {
-                let _ = (&mut grpc).await;
-                streams.wait().await;
-            }) => match finished {
-                Ok(()) => DrainOutcome::Drained,
-                Err(_) => DrainOutcome::DeadlineExceeded,
-            },
-            Some(signal) = signals.next() => {
-                tracing::warn!(?signal, "second stop signal: exiting now");
-                DrainOutcome::Forced
+        let mut drain = Drain::signal_received(signal, signals, &settings.drain);
+        drain.mark_not_ready(&health);
+        let outcome = match drain.keep_serving().await {
+            Err(forced) => forced,
+            Ok(()) => {
+                drain.close_listener(&serving);
+                drain
+                    .wait_for_in_flight(async {
+                        let _ = (&mut grpc).await;
+                        serving.streams.wait().await;
+                    })
+                    .await
             }
         };
-        match outcome {
-            DrainOutcome::Drained => tracing::info!(
-                after_s = started.elapsed().as_secs_f64(),
-                "drain complete: every in-flight RPC finished"
-            ),
-            DrainOutcome::DeadlineExceeded => tracing::warn!(
-                drain_timeout_s = timeout.as_secs_f64(),
-                "drain deadline passed with RPCs still in flight: exiting anyway"
-            ),
-            DrainOutcome::Forced => {}
-        }
         background_stop.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), admin).await;
         Ok(outcome)

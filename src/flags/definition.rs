@@ -216,17 +216,15 @@ pub fn merge(files: Vec<ParsedFile>, revision: String) -> FlagSet {
     FlagSet { flags, revision }
 }
 
-/// FNV-1a 64 over every source's name and content: the revision reported
-/// in Admin/GetInfo and metrics, stable across processes.
+/// FNV-1a 64 over every source's content, in source order: the revision
+/// reported in Admin/GetInfo and metrics. It identifies the content, not
+/// where it was read from, so two pods serving the same flags (one from a
+/// ConfigMap, one built in) report the same revision; the source is
+/// reported beside it.
 pub fn revision(sources: &[(String, Vec<u8>)]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, content) in sources {
-        for byte in name
-            .bytes()
-            .chain([0u8])
-            .chain(content.iter().copied())
-            .chain([0u8])
-        {
+    for (_name, content) in sources {
+        for byte in content.iter().copied().chain([0u8]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }

@@ -156,17 +156,28 @@ impl FlagSet {
     /// variants of `detector-engine` and `max-text-chars` (so
     /// `--default-engine` and `--max-text-chars` work without a flag source).
     pub fn built_in(default_engine: &str, max_text_chars: usize) -> Self {
+        // The file's own bytes when the settings agree with its defaults, so
+        // the built-in set reports the revision `flags/flags.json` reports
+        // when served from a file or a ConfigMap.
         let content = serde_json::from_str::<Value>(BUILT_IN)
-            .map(|mut doc| {
-                if let Some(engine) = doc.pointer_mut("/flags/detector-engine/defaultVariant") {
+            .ok()
+            .and_then(|mut doc| {
+                let mut changed = false;
+                if let Some(engine) = doc.pointer_mut("/flags/detector-engine/defaultVariant")
+                    && engine.as_str() != Some(default_engine)
+                {
                     *engine = Value::String(default_engine.to_owned());
+                    changed = true;
                 }
-                if let Some(limit) = doc.pointer_mut("/flags/max-text-chars/variants/default") {
+                if let Some(limit) = doc.pointer_mut("/flags/max-text-chars/variants/default")
+                    && limit.as_u64() != Some(max_text_chars as u64)
+                {
                     *limit = Value::from(max_text_chars);
+                    changed = true;
                 }
-                doc.to_string()
+                changed.then(|| doc.to_string())
             })
-            .unwrap_or_else(|_| BUILT_IN.to_owned());
+            .unwrap_or_else(|| BUILT_IN.to_owned());
         match Self::parse("built-in flags.json", &content) {
             Ok(set) => set,
             // The built-in file is checked by a unit test; an empty set (every

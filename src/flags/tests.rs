@@ -390,3 +390,26 @@ fn the_built_in_flags_are_valid() {
     );
     assert_eq!(configured.integer("max-text-chars", &ctx, 0).value, 42);
 }
+
+#[test]
+fn a_revision_identifies_content_not_its_source() {
+    let defaults = crate::configuration::Settings::defaults().expect("defaults are valid");
+    let built_in = FlagSet::built_in(
+        defaults.detector.default_engine.as_str(),
+        defaults.detector.max_text_chars,
+    );
+    let from_file = FlagSet::parse("flags/flags.json", BUILT_IN).expect("valid");
+    let from_configmap = FlagSet::parse("..data/flags.json", BUILT_IN).expect("valid");
+    assert_eq!(built_in.revision, from_file.revision);
+    assert_eq!(from_file.revision, from_configmap.revision);
+    // Other content is another revision, also for the built-in flags when a
+    // setting changes their defaults.
+    assert_ne!(FlagSet::built_in("lingua", 42).revision, built_in.revision);
+    let edited = BUILT_IN.replace("\"tight\": 1000", "\"tight\": 999");
+    assert_ne!(
+        FlagSet::parse("flags.json", &edited)
+            .expect("valid")
+            .revision,
+        from_file.revision
+    );
+}

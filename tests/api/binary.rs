@@ -30,10 +30,13 @@ async fn sigterm_drains_and_exits_0_within_the_budget_while_a_watch_is_open() {
         watch.next().await.expect("item").expect("status").status,
         ServingStatus::Serving as i32
     );
+    // Up for a while first, so uptime and drain time cannot be confused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
     let status = server.wait(Duration::from_millis(500 + 2000 + 1000)).await;
+    let drain_took = signalled.elapsed().as_secs_f64();
     assert_eq!(status.code(), Some(0), "clean drain exits 0");
     // The watch saw the transition, then the clean end.
     assert_eq!(
@@ -46,6 +49,24 @@ async fn sigterm_drains_and_exits_0_within_the_budget_while_a_watch_is_open() {
         signalled.elapsed() >= Duration::from_millis(500),
         "served through the drain delay"
     );
+    // Every drain log line is timed from the signal, not from the start.
+    let complete = server
+        .log_line("drain complete: every in-flight RPC finished")
+        .await;
+    let after = complete["after_s"].as_f64().expect("after_s");
+    assert!(
+        (0.5..=drain_took).contains(&after),
+        "after_s {after} should be the drain's time (0.5 s delay, {drain_took:.2} s seen)"
+    );
+    for step in [
+        "drain step 2: readiness NOT_SERVING",
+        "drain step 4: closing the listener, sending GOAWAY, ending streams",
+    ] {
+        let since = server.log_line(step).await["since_signal_s"]
+            .as_f64()
+            .expect("since_signal_s");
+        assert!(since <= after, "{step}: {since} > {after}");
+    }
 }
 
 #[tokio::test]
@@ -102,6 +123,14 @@ async fn a_call_that_never_finishes_is_cut_at_the_drain_timeout_with_exit_1() {
     assert!(
         took >= Duration::from_millis(1100) && took < Duration::from_millis(2500),
         "{took:?}"
+    );
+    let deadline = server
+        .log_line("drain deadline passed with RPCs still in flight: exiting anyway")
+        .await;
+    let after = deadline["after_s"].as_f64().expect("after_s");
+    assert!(
+        after >= 1.1 && after <= took.as_secs_f64(),
+        "after_s {after} is the time since the signal ({took:?})"
     );
     drop(body);
 }
@@ -218,6 +247,16 @@ async fn check_exits_0_only_when_serving() {
         .expect("runs");
     assert_eq!(nobody.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));
+    // A bad address is bad usage (2), not a failed check, as for smoke and watch.
+    for bad in ["nope", "http://127.0.0.1:50051", "127.0.0.1:0"] {
+        let out = Command::new(BIN)
+            .args(["check", "--addr", bad])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains(bad), "{stderr:?} echoes {bad}");
+    }
 }
 
 fn write(dir: &std::path::Path, name: &str, content: &str) -> String {

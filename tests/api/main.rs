@@ -18,6 +18,7 @@ mod manifests;
 mod metrics;
 mod process;
 mod proxy;
+mod readme;
 mod rollout;
 mod shadow;
 mod smoke;

@@ -569,3 +569,95 @@ fn the_image_runs_serve_as_the_pods_user() {
     let pod = &kube::pods(&docs)[0];
     assert_eq!(pod.spec["securityContext"]["runAsUser"], uid);
 }
+
+/// Runs `scripts/manifests` (what `.ci/run` validates) on `root`.
+fn manifest_targets(root: &std::path::Path) -> std::process::Output {
+    Command::new(kube::venv_tool("SWITCHYARD_PYTHON", "python"))
+        .arg(kube::root().join("scripts/manifests"))
+        .arg(root)
+        .output()
+        .expect("scripts/manifests runs")
+}
+
+#[test]
+fn ci_validates_every_overlay_component_and_file_the_readme_applies() {
+    let out = manifest_targets(&kube::root());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Every overlay directory is rendered by CI, and by these tests.
+    let overlays: Vec<String> = std::fs::read_dir(kube::root().join("k8s/overlays"))
+        .expect("k8s/overlays")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    for overlay in &overlays {
+        let dir = format!("k8s/overlays/{overlay}");
+        assert!(
+            listed.contains(&dir),
+            "{dir} is not validated by CI: {listed:?}"
+        );
+        assert!(
+            OVERLAYS.contains(&overlay.as_str()),
+            "{dir} is not in tests/api/kube.rs OVERLAYS, so these tests skip it"
+        );
+    }
+    for file in [
+        "istio/virtualservice-ab.yaml",
+        "istio/virtualservice-shadow.yaml",
+        "istio/virtualservice-blue-green.yaml",
+        "istio/gateway-api/grpcroute-ab.yaml",
+        ".tools/manifests/with-classic-sidecar",
+        ".tools/manifests/with-priority-class",
+    ] {
+        assert!(listed.iter().any(|l| l == file), "{file} not in {listed:?}");
+    }
+}
+
+/// The control: a README path CI does not validate fails the listing, and a
+/// new component is picked up (rendered inside the istio overlay) without
+/// being listed anywhere by hand.
+#[test]
+fn the_manifest_listing_fails_on_what_would_escape_validation() {
+    let tree = tempfile::tempdir().expect("tempdir");
+    let root = tree.path();
+    for dir in ["k8s", "istio"] {
+        let out = Command::new("cp")
+            .arg("-r")
+            .arg(kube::root().join(dir))
+            .arg(root.join(dir))
+            .output()
+            .expect("cp");
+        assert!(out.status.success());
+    }
+    let readme = |text: &str| std::fs::write(root.join("README.md"), text).expect("README");
+    readme("kubectl apply -f istio/virtualservice-canary.yaml\n");
+    assert!(
+        manifest_targets(root).status.success(),
+        "the copy is covered"
+    );
+
+    std::fs::create_dir_all(root.join("k8s/components/new-one")).expect("mkdir");
+    std::fs::write(
+        root.join("k8s/components/new-one/kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n",
+    )
+    .expect("component");
+    let out = manifest_targets(root);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(".tools/manifests/with-new-one"),
+        "a new component is rendered for validation"
+    );
+
+    readme(
+        "kubectl apply -k k8s/overlays/nowhere\nkubectl apply -f istio/virtualservice-canary.yaml\n",
+    );
+    let out = manifest_targets(root);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("k8s/overlays/nowhere"), "{stderr}");
+    assert!(!stderr.contains("canary"), "{stderr}");
+}

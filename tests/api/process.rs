@@ -88,6 +88,23 @@ impl Server {
             .collect()
     }
 
+    /// The first stdout line whose message is `message`, waiting up to 5 s
+    /// for the reader thread (lines can arrive after the process exits).
+    pub async fn log_line(&self, message: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l["message"] == message) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} line in {:?}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal delivered");
     }

@@ -1,0 +1,245 @@
+//! The README's examples work as printed. Its offline shell examples run
+//! against the real binary on its built-in defaults, and the outputs it
+//! shows are what the commands print, so the README cannot drift from the
+//! binary.
+//!
+//! The README marks what this runs with HTML comments (invisible when
+//! rendered) on the line before a fence:
+//! - `<!-- readme-test: run -->`: every command in the next `sh` block runs
+//!   and must exit 0;
+//! - `<!-- readme-test: output of "NEEDLE" -->`: the next block is what the
+//!   run command containing NEEDLE prints;
+//! - `<!-- readme-test: output of $ COMMAND -->`: the next block is what
+//!   COMMAND prints.
+//!
+//! A `json` output block must equal the output to the letter; a plain block
+//! must have its shape (the same lines, each starting with the same two
+//! words), since it shows values from a cluster. `localhost:50051` (the
+//! built-in gRPC address, checked below) is replaced with the test server's
+//! port-0 address.
+
+use std::path::Path;
+use std::process::Command;
+
+use switchyard::configuration::Settings;
+
+use crate::kube;
+use crate::process::{BIN, Server};
+
+const MARK: &str = "<!-- readme-test: ";
+const README_ADDR: &str = "localhost:50051";
+
+/// A fenced block of the README.
+struct Block {
+    /// 1-based line of the opening fence.
+    line: usize,
+    lang: String,
+    text: String,
+    /// The `readme-test` comment right before the fence, if any.
+    mark: Option<String>,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn blocks(readme: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines().enumerate();
+    let mut previous: Option<&str> = None;
+    while let Some((i, line)) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let mut text = String::new();
+            for (_, inner) in lines.by_ref() {
+                if inner.starts_with("```") {
+                    break;
+                }
+                text.push_str(inner);
+                text.push('\n');
+            }
+            let mark = previous
+                .and_then(|p| p.strip_prefix(MARK))
+                .and_then(|p| p.strip_suffix(" -->"))
+                .map(str::to_owned);
+            blocks.push(Block {
+                line: i + 1,
+                lang: lang.trim().to_owned(),
+                text,
+                mark,
+            });
+            previous = None;
+        } else {
+            previous = Some(line);
+        }
+    }
+    blocks
+}
+
+/// The commands of a shell block: continuation lines joined, comments and
+/// blank lines dropped.
+fn commands(text: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if current.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                commands.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    commands
+}
+
+/// Runs `command` with bash as a person would after the README's PATH step:
+/// the test's `switchyard` binary and the tools venv first on the PATH.
+async fn run(command: &str, server: &Server) -> String {
+    let command = command.replace(README_ADDR, &server.grpc.to_string());
+    let bin_dir = Path::new(BIN).parent().expect("binary dir").to_path_buf();
+    let tools_dir = kube::venv_tool("SWITCHYARD_GRPCURL", "grpcurl")
+        .parent()
+        .expect("venv bin")
+        .to_path_buf();
+    let path = std::env::join_paths(
+        [bin_dir, tools_dir]
+            .into_iter()
+            .chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )),
+    )
+    .expect("PATH");
+    let shown = command.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-c", &format!("set -euo pipefail; {command}")])
+            .current_dir(root())
+            .env("PATH", path)
+            .output()
+    })
+    .await
+    .expect("no panic")
+    .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "README command failed ({}): {shown}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().take(2).collect()
+}
+
+#[tokio::test]
+async fn the_readme_examples_print_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let blocks = blocks(&readme);
+    assert_eq!(
+        Settings::defaults()
+            .expect("defaults")
+            .server
+            .grpc_addr
+            .port(),
+        50051,
+        "the README's examples use the built-in gRPC port"
+    );
+
+    // Offline examples cannot slip in unmarked (a block that uses kubectl
+    // needs a cluster).
+    let offline = ["grpcurl -plaintext localhost:", "switchyard flags "];
+    for block in blocks.iter().filter(|b| b.lang == "sh") {
+        if offline.iter().any(|o| block.text.contains(o)) && !block.text.contains("kubectl") {
+            assert_eq!(
+                block.mark.as_deref(),
+                Some("run"),
+                "README.md:{}: an offline example block must be marked `{MARK}run -->`",
+                block.line
+            );
+        }
+    }
+
+    // The built-in defaults; only the ports differ (port 0), and the pod
+    // name is the one a shell without HOSTNAME exported gets.
+    let server = Server::start_with_env(&[], &[("POD_NAME", "localhost")]);
+    server.wait_ready().await;
+
+    let mut ran: Vec<(String, String)> = Vec::new();
+    for block in blocks.iter().filter(|b| b.mark.as_deref() == Some("run")) {
+        assert_eq!(block.lang, "sh", "README.md:{}", block.line);
+        for command in commands(&block.text) {
+            let output = run(&command, &server).await;
+            ran.push((command, output));
+        }
+    }
+    assert!(ran.len() >= 8, "the README's examples: {ran:?}");
+
+    let mut compared = 0;
+    for block in &blocks {
+        let Some(spec) = block
+            .mark
+            .as_deref()
+            .and_then(|m| m.strip_prefix("output of "))
+        else {
+            continue;
+        };
+        let output = if let Some(command) = spec.strip_prefix("$ ") {
+            run(command, &server).await
+        } else {
+            let needle = spec.trim_matches('"');
+            ran.iter()
+                .find(|(command, _)| command.contains(needle))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "README.md:{}: no example command contains {needle:?}",
+                        block.line
+                    )
+                })
+                .1
+                .clone()
+        };
+        if block.lang == "json" {
+            assert_eq!(
+                output.trim_end(),
+                block.text.trim_end(),
+                "README.md:{}: the output shown is not what the command prints",
+                block.line
+            );
+        } else {
+            let shown: Vec<_> = block.text.lines().map(words).collect();
+            let printed: Vec<_> = output.lines().map(words).collect();
+            assert_eq!(
+                printed, shown,
+                "README.md:{}: the output's shape differs from what the command prints:\n{output}",
+                block.line
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 2, "output blocks compared: {compared}");
+}
+
+#[test]
+fn the_readme_marks_are_read_as_written() {
+    let readme = "text\n<!-- readme-test: run -->\n```sh\n# a comment\ngrpcurl a \\\n  b\n\nswitchyard x\n```\n```json\n{}\n```\n";
+    let blocks = blocks(readme);
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0].mark.as_deref(), Some("run"));
+    assert_eq!(blocks[0].line, 3);
+    assert_eq!(commands(&blocks[0].text), ["grpcurl a  b", "switchyard x"]);
+    assert_eq!(
+        blocks[1].mark, None,
+        "a mark applies to the next fence only"
+    );
+    assert_eq!(blocks[1].lang, "json");
+}
