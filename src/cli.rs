@@ -129,12 +129,36 @@ pub struct ServeArgs {
     /// Log filter such as `info`; `RUST_LOG` wins when set [default: info] (log.level).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// GOAWAY after this connection age, ±10 % jitter; `off` never [default: 5m] (connection.max_age).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub max_connection_age: Option<String>,
+    /// Time calls get after the age GOAWAY before the connection closes; `off` unbounded [default: 30s] (connection.max_age_grace).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub max_connection_age_grace: Option<String>,
+    /// HTTP/2 PING interval; `off` disables [default: 60s] (connection.http2_keepalive_interval).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub http2_keepalive_interval: Option<String>,
+    /// Unanswered PING closes the connection after [default: 20s] (connection.http2_keepalive_timeout).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub http2_keepalive_timeout: Option<String>,
+    /// TCP keepalive idle time; `off` disables [default: 60s] (connection.tcp_keepalive).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub tcp_keepalive: Option<String>,
+    /// Streams open at once per connection [default: 256] (connection.max_concurrent_streams).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_concurrent_streams: Option<String>,
+    /// Largest header list in bytes [default: 16384] (connection.max_header_list_size).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub max_header_list_size: Option<String>,
+    /// Reset-before-accepted streams before GOAWAY (rapid reset) [default: 20] (connection.max_pending_accept_reset_streams).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_pending_accept_reset_streams: Option<String>,
 }
 
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 16] = [
+        let pairs: [(&'static str, &Option<String>); 24] = [
             ("flags.path", &self.flags),
             ("server.grpc_addr", &self.grpc_addr),
             ("server.admin_addr", &self.admin_addr),
@@ -160,6 +184,29 @@ impl ServeArgs {
             ("health.ready_file", &self.ready_file),
             ("log.format", &self.log_format),
             ("log.level", &self.log_level),
+            ("connection.max_age", &self.max_connection_age),
+            ("connection.max_age_grace", &self.max_connection_age_grace),
+            (
+                "connection.http2_keepalive_interval",
+                &self.http2_keepalive_interval,
+            ),
+            (
+                "connection.http2_keepalive_timeout",
+                &self.http2_keepalive_timeout,
+            ),
+            ("connection.tcp_keepalive", &self.tcp_keepalive),
+            (
+                "connection.max_concurrent_streams",
+                &self.max_concurrent_streams,
+            ),
+            (
+                "connection.max_header_list_size",
+                &self.max_header_list_size,
+            ),
+            (
+                "connection.max_pending_accept_reset_streams",
+                &self.max_pending_accept_reset_streams,
+            ),
         ];
         Overrides {
             config_file: self.config.clone(),

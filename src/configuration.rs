@@ -38,6 +38,123 @@ pub struct Settings {
     pub flags: FlagsSettings,
     /// Dark launches (the `dark-launch-engine` flag).
     pub dark_launch: DarkLaunchSettings,
+    /// The life of each gRPC connection: age, keepalive, HTTP/2 limits.
+    pub connection: ConnectionSettings,
+}
+
+/// The life of each gRPC connection (see the README's "Connections"). Each
+/// default is chosen for Kubernetes without a mesh, where clients keep one
+/// HTTP/2 connection for their whole life, and is harmless behind Istio's
+/// sidecar, which reconnects on its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// After this age (±10 % jitter per connection, gRFC A9) a connection
+    /// gets HTTP/2 GOAWAY, so clients reconnect and a scale-out or a new pod
+    /// gets its share through an L4 balancer. `off` never ages connections.
+    /// Default 5m: rebalances within minutes for one reconnect per client
+    /// per 5 minutes.
+    #[serde(with = "optional_duration")]
+    pub max_age: Option<Duration>,
+    /// How long calls in flight may run after the age GOAWAY before the
+    /// connection is closed (bounds clients that ignore GOAWAY and
+    /// long-lived streams). `off`: no bound. Default 30s: unary calls take
+    /// milliseconds; a DetectStream client reconnects on UNAVAILABLE.
+    #[serde(with = "optional_duration")]
+    pub max_age_grace: Option<Duration>,
+    /// HTTP/2 PING to an idle peer every interval; `off` disables. Default
+    /// 60s: a vanished peer (node gone, NAT entry dropped) is found within
+    /// interval + timeout and its resources freed, for one PING a minute.
+    #[serde(with = "optional_duration")]
+    pub http2_keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered before the connection is closed.
+    /// Default 20s (what gRPC servers use).
+    #[serde(with = "duration")]
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive idle time; `off` disables. Default 60s: catches
+    /// half-open connections even with HTTP/2 keepalive off.
+    #[serde(with = "optional_duration")]
+    pub tcp_keepalive: Option<Duration>,
+    /// Streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// Default 256, the whole server's `server.max_concurrent_requests`: one
+    /// connection (an Istio sidecar's) may use all of it and never more, and
+    /// a stream flood on one connection is bounded.
+    pub max_concurrent_streams: u32,
+    /// Largest header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE).
+    /// Default 16384: gRPC metadata (trace context, `x-user-id`) is far
+    /// smaller; a larger limit only helps an attacker use memory.
+    pub max_header_list_size: u32,
+    /// Streams a client may open and reset before they are accepted before
+    /// the connection gets GOAWAY: the HTTP/2 rapid-reset defence
+    /// (CVE-2023-44487). Default 20 (h2's).
+    pub max_pending_accept_reset_streams: usize,
+}
+
+/// A duration setting: plain seconds (`2`, `0.5`) or a humantime string
+/// (`2s`, `500ms`, `5m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("expected a duration such as 2s, 500ms or 5, got {text:?}"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("expected a duration such as 2s, 500ms or 5, got {text:?}"))
+}
+
+/// serde for a [`Duration`] setting written as [`parse_duration`] reads it.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// A number of seconds or a string.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Raw {
+        Number(f64),
+        Text(String),
+    }
+
+    pub(super) fn from_raw(raw: Raw) -> Result<Duration, String> {
+        match raw {
+            Raw::Number(n) => super::parse_duration(&n.to_string()),
+            Raw::Text(t) => super::parse_duration(&t),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        from_raw(Raw::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+/// serde for an optional [`Duration`] setting: `off` or `0` disables it.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use super::duration::{Raw, from_raw};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t.trim().eq_ignore_ascii_case("off") => Ok(None),
+            raw => from_raw(raw)
+                .map(|d| Some(d).filter(|d| !d.is_zero()))
+                .map_err(|e| D::Error::custom(format!("{e} (or off)"))),
+        }
+    }
 }
 
 /// Feature flags (flagd format).
@@ -284,6 +401,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ),
     ("dark_launch.max_in_flight", "4"),
     ("dark_launch.timeout", "1"),
+    ("connection.max_age", "5m"),
+    ("connection.max_age_grace", "30s"),
+    ("connection.http2_keepalive_interval", "60s"),
+    ("connection.http2_keepalive_timeout", "20s"),
+    ("connection.tcp_keepalive", "60s"),
+    ("connection.max_concurrent_streams", "256"),
+    ("connection.max_header_list_size", "16384"),
+    ("connection.max_pending_accept_reset_streams", "20"),
 ];
 
 impl Settings {
@@ -454,6 +579,28 @@ impl Settings {
             return Err(ConfigError::setting(
                 "health.ready_file",
                 "must not be empty",
+            ));
+        }
+        let connection = &self.connection;
+        if connection.http2_keepalive_timeout.is_zero() {
+            return Err(ConfigError::setting(
+                "connection.http2_keepalive_timeout",
+                "must be positive",
+            ));
+        }
+        if connection.max_concurrent_streams == 0 {
+            return Err(ConfigError::setting(
+                "connection.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        if connection.max_header_list_size < 1024 {
+            return Err(ConfigError::setting(
+                "connection.max_header_list_size",
+                format!(
+                    "must be at least 1024 bytes, got {}",
+                    connection.max_header_list_size
+                ),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

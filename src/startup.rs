@@ -11,7 +11,6 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::admin_http;
 use crate::configuration::{Settings, Track};
@@ -258,20 +257,19 @@ impl Application {
                 ))
                 .max_decoding_message_size(max_message),
             );
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        let mut grpc = tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(EdgeLayer::new(Observer {
-                    metrics: Arc::clone(&metrics),
-                    methods,
-                    shadow_track: settings.deployment.track == Track::Shadow,
-                }))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    incoming,
-                    serving.stop_accepting.clone().cancelled_owned(),
-                ),
-        );
+        let service = tower::ServiceBuilder::new()
+            .layer(EdgeLayer::new(Observer {
+                metrics: Arc::clone(&metrics),
+                methods,
+                shadow_track: settings.deployment.track == Track::Shadow,
+            }))
+            .service(routes.prepare());
+        let mut grpc = tokio::spawn(crate::grpc::serve::serve(
+            grpc_listener,
+            service,
+            settings.connection.clone(),
+            serving.stop_accepting.clone(),
+        ));
         let admin = tokio::spawn(admin_http::serve(
             admin_listener,
             health.clone(),
@@ -294,8 +292,7 @@ impl Application {
                 }
                 result = &mut grpc => {
                     let message = match result {
-                        Ok(Ok(())) => "stopped unexpectedly".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
+                        Ok(()) => "stopped unexpectedly".to_owned(),
                         Err(e) => e.to_string(),
                     };
                     return Err(shutdown_on_error(StartupError::Serve(message), &background_stop, &serving.stop_accepting));

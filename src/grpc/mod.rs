@@ -8,6 +8,7 @@ pub mod admin;
 pub mod detector;
 pub mod edge;
 pub mod observe;
+pub mod serve;
 
 use tonic::Status;
 
