@@ -5,6 +5,7 @@
 mod admin;
 mod bad_input;
 mod binary;
+mod connections;
 mod dashboard;
 mod detect;
 mod drain;

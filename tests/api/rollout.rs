@@ -114,7 +114,7 @@ fn bootstrap(slots: &[SocketAddr], hc: HealthChecks) -> serde_json::Value {
 /// starts seconds after Envoy learned its address). Taken below the
 /// ephemeral range, so no outgoing connection can occupy it meanwhile.
 /// The listener is held until every slot is chosen, then released.
-fn reserve_port() -> std::net::TcpListener {
+pub fn reserve_port() -> std::net::TcpListener {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
