@@ -733,6 +733,67 @@ mod tests {
     }
 
     #[test]
+    fn connection_durations_take_units_plain_seconds_and_off() {
+        let load = |key: &'static str, value: &str| {
+            Settings::load(
+                &HashMap::new(),
+                &Overrides {
+                    config_file: None,
+                    values: vec![(key, value.to_owned())],
+                },
+            )
+        };
+        let age = |value: &str| {
+            load("connection.max_age", value)
+                .expect("valid")
+                .connection
+                .max_age
+        };
+        assert_eq!(age("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(age("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(age("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(age("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(age("off"), None);
+        assert_eq!(age("0"), None);
+        let defaults = Settings::defaults().expect("defaults");
+        assert_eq!(defaults.connection.max_age, Some(Duration::from_secs(300)));
+        assert_eq!(
+            defaults.connection.max_age_grace,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            defaults.connection.http2_keepalive_timeout,
+            Duration::from_secs(20)
+        );
+        for (key, bad) in [
+            ("connection.max_age", "soon"),
+            ("connection.max_age", "-1"),
+            ("connection.http2_keepalive_timeout", "off"),
+            ("connection.http2_keepalive_timeout", "0"),
+            ("connection.max_concurrent_streams", "0"),
+            ("connection.max_header_list_size", "10"),
+        ] {
+            let err = load(key, bad).expect_err(bad).to_string();
+            assert!(err.contains(key.rsplit('.').next().unwrap_or(key)), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // A settings file may write seconds as numbers.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("s.yaml");
+        std::fs::write(&file, "connection:\n  max_age: 90\n  tcp_keepalive: off\n").expect("write");
+        let s = Settings::load(
+            &HashMap::new(),
+            &Overrides {
+                config_file: Some(file),
+                values: vec![],
+            },
+        )
+        .expect("valid");
+        assert_eq!(s.connection.max_age, Some(Duration::from_secs(90)));
+        assert_eq!(s.connection.tcp_keepalive, None);
+    }
+
+    #[test]
     fn a_malformed_value_is_echoed_in_the_message() {
         for (key, value) in [
             ("server.grpc_addr", "nope"),

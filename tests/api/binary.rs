@@ -149,6 +149,22 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
         (vec!["--drain-delay", "-1"], vec![], "drain.delay"),
         (vec!["--drain-timeout", "soon"], vec![], "drain"),
         (vec!["--track", "beta"], vec![], "track"),
+        (vec!["--max-connection-age", "soon"], vec![], "max_age"),
+        (
+            vec!["--http2-keepalive-timeout", "off"],
+            vec![],
+            "http2_keepalive_timeout",
+        ),
+        (
+            vec!["--max-concurrent-streams", "none"],
+            vec![],
+            "max_concurrent_streams",
+        ),
+        (
+            vec![],
+            vec![("SWITCHYARD__CONNECTION__TCP_KEEPALIVE", "often")],
+            "tcp_keepalive",
+        ),
         (
             vec!["--max-text-chars", "0"],
             vec![],

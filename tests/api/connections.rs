@@ -429,3 +429,51 @@ async fn control_without_a_connection_age_new_replicas_get_nothing() {
     assert!(run.settled.get("r1").copied().unwrap_or(0) > 100);
     assert_eq!(run.retried, 0, "no GOAWAY, nothing to retry");
 }
+
+#[tokio::test]
+async fn the_serve_flags_set_the_connection_settings() {
+    let server = crate::process::Server::start(&[
+        "--max-connection-age",
+        "2s",
+        "--max-connection-age-grace",
+        "500ms",
+        "--http2-keepalive-interval",
+        "off",
+        "--http2-keepalive-timeout",
+        "5",
+        "--tcp-keepalive",
+        "0",
+        "--max-concurrent-streams",
+        "10",
+        "--max-header-list-size",
+        "8192",
+        "--max-pending-accept-reset-streams",
+        "7",
+    ]);
+    server.wait_ready().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let info = pb::admin_client::AdminClient::new(channel)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    let config: serde_json::Value =
+        serde_json::from_str(&info.effective_config_json).expect("JSON");
+    assert_eq!(
+        config["connection"],
+        json!({
+            "max_age": "2s",
+            "max_age_grace": "500ms",
+            "http2_keepalive_interval": "off",
+            "http2_keepalive_timeout": "5s",
+            "tcp_keepalive": "off",
+            "max_concurrent_streams": 10,
+            "max_header_list_size": 8192,
+            "max_pending_accept_reset_streams": 7
+        })
+    );
+}

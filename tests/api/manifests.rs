@@ -290,6 +290,20 @@ fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
         env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
         "{who}: {env:?}"
     );
+    // Connections age, so an L4 balancer rebalances them, but not so often
+    // that reconnects cost anything; the grace outlasts any unary call.
+    let age = s
+        .connection
+        .max_age
+        .expect("{who}: a connection age is set");
+    assert!(
+        age >= std::time::Duration::from_secs(60),
+        "{who}: age {age:?}"
+    );
+    assert!(
+        s.connection.max_age_grace.is_some(),
+        "{who}: a grace bounds clients that ignore GOAWAY"
+    );
     services
 }
 
