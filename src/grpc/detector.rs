@@ -148,8 +148,15 @@ impl pb::detector_server::Detector for DetectorService {
                     Err(status) => Err(inbound_status(status)),
                 };
                 let failed = result.is_err();
-                // A send error means the client went away.
-                if tx.send(result).await.is_err() || failed {
+                // A client that stops reading fills the channel and its
+                // flow-control window; the drain must still end this task.
+                let sent = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => false,
+                    // A send error means the client went away.
+                    sent = tx.send(result) => sent.is_ok(),
+                };
+                if !sent || failed {
                     break;
                 }
             }

@@ -14,6 +14,7 @@ mod flags;
 mod grpcurl;
 mod health;
 mod helpers;
+mod hostile;
 mod kube;
 mod manifests;
 mod metrics;
