@@ -56,6 +56,14 @@ pub struct FlagsSettings {
     /// Comma-separated request metadata exposed to targeting rules, without
     /// the `x-` prefix (`x-user-group` becomes `user-group`).
     pub context_headers: String,
+    /// `v2` | `v3`: how `fractional` buckets. Default `v2`, what flagd's
+    /// core does today (MurmurHash3 of the string key); `v3` hashes the
+    /// deterministic CBOR of any JSON bucketing value (flagd's
+    /// "fractional-non-string-rand-units" design, already in the Python
+    /// evaluator `openfeature-flagd-core` 2.x). Switch when every other
+    /// evaluator of the same flags buckets with v3, or users change buckets
+    /// between services.
+    pub fractional_version: crate::flags::FractionalVersion,
 }
 
 impl FlagsSettings {
@@ -278,6 +286,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.level", "info"),
     ("flags.poll_interval", "10"),
     ("flags.debounce", "0.05"),
+    ("flags.fractional_version", "v2"),
     (
         "flags.context_headers",
         "x-user-group,x-client-version,x-country",

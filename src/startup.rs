@@ -94,7 +94,7 @@ impl Application {
         // Flags first: bad flags refuse to start before anything binds. The
         // first successful load is part of readiness (it precedes it).
         let flags = Arc::new(match &settings.flags.path {
-            Some(path) => FlagStore::open(path)?,
+            Some(path) => FlagStore::open(path, settings.flags.fractional_version)?,
             None => FlagStore::built_in(
                 settings.detector.default_engine.as_str(),
                 settings.detector.max_text_chars,
