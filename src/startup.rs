@@ -287,6 +287,7 @@ impl Application {
             admin_listener,
             health.clone(),
             Arc::clone(&metrics),
+            Arc::clone(detection.flags()),
             background_stop.clone().cancelled_owned(),
         ));
 

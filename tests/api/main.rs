@@ -18,6 +18,7 @@ mod helpers;
 mod kube;
 mod manifests;
 mod metrics;
+mod ofrep;
 mod process;
 mod proxy;
 mod rollout;
