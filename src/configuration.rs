@@ -563,6 +563,7 @@ mod tests {
             ),
             ("detector.default_engine", "cld3", "default_engine"),
             ("log.level", "[[", "log.level"),
+            ("flags.fractional_version", "v4", "fractional_version"),
         ];
         for (key, value, named) in cases {
             let overrides = Overrides {
@@ -575,6 +576,24 @@ mod tests {
             assert!(err.contains(named), "{err:?} should name {named}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
         }
+    }
+
+    #[test]
+    fn fractional_version_defaults_to_v2_and_takes_v3() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(
+            s.flags.fractional_version,
+            crate::flags::FractionalVersion::V2
+        );
+        let overrides = Overrides {
+            config_file: None,
+            values: vec![("flags.fractional_version", "v3".to_string())],
+        };
+        let s = Settings::load(&HashMap::new(), &overrides).expect("valid");
+        assert_eq!(
+            s.flags.fractional_version,
+            crate::flags::FractionalVersion::V3
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Application {
             None => FlagStore::built_in(
                 settings.detector.default_engine.as_str(),
                 settings.detector.max_text_chars,
+                settings.flags.fractional_version,
             ),
         });
         let status = flags.status();

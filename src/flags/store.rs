@@ -175,8 +175,15 @@ fn log_warnings(set: &FlagSet) {
 impl FlagStore {
     /// A store serving the built-in flags (see [`FlagSet::built_in`]), with
     /// no source to watch.
-    pub fn built_in(default_engine: &str, max_text_chars: usize) -> Self {
-        Self::with(FlagSet::built_in(default_engine, max_text_chars), None)
+    pub fn built_in(
+        default_engine: &str,
+        max_text_chars: usize,
+        fractional: FractionalVersion,
+    ) -> Self {
+        Self::with(
+            FlagSet::built_in(default_engine, max_text_chars).with_fractional_version(fractional),
+            None,
+        )
     }
 
     /// Loads `path` with `fractional` bucketing; bad content is an error (at

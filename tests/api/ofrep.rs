@@ -305,3 +305,36 @@ async fn the_openfeature_python_sdk_reads_switchyards_flags_over_ofrep() {
     );
     assert_eq!(after[0]["value"], "flipped");
 }
+
+/// `flags.fractional_version` reaches the served set: the testbed's
+/// shorthand vector (`fractional-flag-shorthand`, jon@company.com: heads in
+/// v2, tails in v3) through OFREP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fractional_version_setting_picks_the_bucketing_served() {
+    let shorthand = json!({"flags": {"fractional-flag-shorthand": {
+        "state": "ENABLED", "variants": {"heads": "heads", "tails": "tails", "draw": "draw"},
+        "defaultVariant": "draw", "targeting": {"fractional": [["heads"], ["tails", 1]]}}}})
+    .to_string();
+    let cm = ConfigMapDir::new(&[("flags.json", &shorthand)]);
+    let path = cm.path().to_str().expect("utf-8").to_owned();
+    for (version, expected) in [("v2", "heads"), ("v3", "tails")] {
+        let app = TestApp::spawn_with(
+            settings(&[
+                ("flags.path", path.as_str()),
+                ("flags.fractional_version", version),
+            ]),
+            Arc::new(RealEngines),
+        )
+        .await
+        .ready()
+        .await;
+        let r = post(
+            &app,
+            "/ofrep/v1/evaluate/flags/fractional-flag-shorthand",
+            &[],
+            r#"{"context": {"targetingKey": "jon@company.com"}}"#,
+        )
+        .await;
+        assert_eq!(r.json()["variant"], expected, "{version}");
+    }
+}
