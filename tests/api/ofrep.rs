@@ -106,6 +106,14 @@ async fn ofrep_answers_in_the_protocols_shapes() {
         (r.status, r.json()["errorCode"].clone()),
         (400, json!("PARSE_ERROR"))
     );
+    // That flag loaded with a warning, which is counted.
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "switchyard_flag_load_warnings 1"),
+        "{metrics}"
+    );
 
     // Bad input: JSON errors, never a dropped connection.
     for body in [
