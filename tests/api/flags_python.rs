@@ -5,13 +5,10 @@
 //! the same variant. (v2 is checked against the testbed's vectors in
 //! `flagd_testbed`: the Python evaluator no longer buckets with v2.)
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 use switchyard::flags::{Context, FlagSet, FractionalVersion};
 
-use crate::kube::venv_tool;
+use crate::kube::python;
 
 /// Evaluates `cases` (`{"flag": KEY, "context": {...}}`) with flagd-core;
 /// the variant of each, or null.
@@ -34,27 +31,14 @@ for case in data["cases"]:
         out.append("error: " + type(e).__name__)
 print(json.dumps(out))
 "#;
-    let mut child = Command::new(venv_tool("SWITCHYARD_PYTHON", "python"))
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
     let input = json!({"flags": flags, "cases": cases}).to_string();
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write cases");
-    let out = child.wait_with_output().expect("python finishes");
-    assert!(
-        out.status.success(),
-        "openfeature-flagd-core failed (is it installed? run ./scripts/test):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python(
+        SCRIPT,
+        &[],
+        &input,
+        "openfeature-flagd-core failed (installed by ./scripts/test)",
     );
-    serde_json::from_slice(&out.stdout).expect("python output")
+    serde_json::from_slice(&stdout).expect("python output")
 }
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.

@@ -4,7 +4,6 @@
 //! scripts/test) asking a running Switchyard, before and after a ConfigMap
 //! flip.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 
 use crate::helpers::{ConfigMapDir, HttpReply, TestApp, http_request, settings};
-use crate::kube::venv_tool;
+use crate::kube::python;
 
 fn flags(banner: &str) -> String {
     json!({
@@ -186,16 +185,13 @@ for key, kind, default, ctx in cases:
                 "metadata": dict(d.flag_metadata)})
 print(json.dumps(out))
 "#;
-    let out = Command::new(venv_tool("SWITCHYARD_PYTHON", "python"))
-        .args(["-c", SCRIPT, base_url, &cases.to_string()])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "the OpenFeature SDK failed (installed by ./scripts/test):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python(
+        SCRIPT,
+        &[base_url, &cases.to_string()],
+        "",
+        "the OpenFeature SDK failed (installed by ./scripts/test)",
     );
-    serde_json::from_slice(&out.stdout).expect("sdk output")
+    serde_json::from_slice(&stdout).expect("sdk output")
 }
 
 /// Admin/EvaluateFlags for `targeting_key` and string `attributes`.
