@@ -1,4 +1,5 @@
-//! Flag evaluation speed: a static flag, a fractional split and a
+//! Flag evaluation speed: a static flag, a fractional split (v2 bucketing,
+//! and v3: deterministic CBOR of `[flagKey, targetingKey]`) and a
 //! three-clause targeting rule, each evaluated against a prebuilt context
 //! (what a request does after building its context once).
 //!
@@ -8,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
-use switchyard::flags::{Context, FlagSet};
+use switchyard::flags::{Context, FlagSet, FractionalVersion};
 
 fn flag_set() -> FlagSet {
     let flags = json!({"flags": {
@@ -46,9 +47,15 @@ fn evaluation(c: &mut Criterion) {
         "lingua",
         "the rule matches"
     );
+    let v3 = set.clone().with_fractional_version(FractionalVersion::V3);
     let mut group = c.benchmark_group("flag_evaluation");
-    for key in ["static", "fractional", "three-clause"] {
-        group.bench_function(key, |b| {
+    for (name, set, key) in [
+        ("static", &set, "static"),
+        ("fractional", &set, "fractional"),
+        ("fractional-v3", &v3, "fractional"),
+        ("three-clause", &set, "three-clause"),
+    ] {
+        group.bench_function(name, |b| {
             b.iter(|| black_box(set.string(black_box(key), &ctx, "whatlang").value))
         });
     }

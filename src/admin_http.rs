@@ -1,6 +1,7 @@
 //! The plain-HTTP admin listener, for tooling without gRPC: `GET /healthz`
 //! (liveness) and `GET /readyz` (readiness) answer 200 or 503; `GET
-//! /metrics` is the Prometheus scrape endpoint.
+//! /metrics` is the Prometheus scrape endpoint; `POST /ofrep/v1/...` is
+//! OFREP flag evaluation (see [`crate::ofrep`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::flags::store::FlagStore;
 use crate::health::HealthState;
 use crate::metrics::{self, Metrics};
 
@@ -20,6 +22,7 @@ pub async fn serve(
     listener: TcpListener,
     health: HealthState,
     metrics: Arc<Metrics>,
+    flags: Arc<FlagStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -30,7 +33,8 @@ pub async fn serve(
             Router::new()
                 .route("/metrics", get(scrape))
                 .with_state(metrics),
-        );
+        )
+        .merge(crate::ofrep::router(flags));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

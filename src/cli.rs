@@ -54,13 +54,17 @@ pub enum Command {
 /// `switchyard flags ...`.
 #[derive(Debug, Subcommand)]
 pub enum FlagsCommand {
-    /// Check flag files; exit 0 when valid, else one line per error (file, flag, problem).
+    /// Check flag files: one line per error (file, flag, problem) and exit 1;
+    /// load-time warnings (problems flagd tolerates) are listed apart and
+    /// keep exit 0.
     Validate {
         /// Files or directories (as `serve --flags` reads them).
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Evaluate flags for a context and print JSON.
+    /// Evaluate flags for a context and print JSON (value, variant, reason,
+    /// errorCode, metadata); exit 1 when a result is an error (such as
+    /// FLAG_NOT_FOUND or TYPE_MISMATCH).
     Eval {
         /// A file or directory.
         #[arg(value_name = "PATH")]
@@ -71,6 +75,13 @@ pub enum FlagsCommand {
         /// The evaluation context in flagd's shape, e.g. '{"targetingKey": "alice"}'.
         #[arg(long, value_name = "JSON", default_value = "{}")]
         context: String,
+        /// Evaluate as this type (OpenFeature's typed evaluation): a variant
+        /// of another type is a TYPE_MISMATCH. Without it, any type.
+        #[arg(long = "type", value_name = "TYPE", value_enum)]
+        kind: Option<crate::flags::FlagType>,
+        /// How `fractional` buckets, as `serve --fractional-version`.
+        #[arg(long, value_name = "VERSION", value_enum, default_value = "v2")]
+        fractional_version: crate::flags::FractionalVersion,
     },
 }
 
@@ -108,6 +119,9 @@ pub struct ServeArgs {
     /// Flag source: a directory (mounted ConfigMap) or a file [default: built-in flags] (flags.path).
     #[arg(long, value_name = "PATH")]
     pub flags: Option<String>,
+    /// v2 | v3: how `fractional` buckets [default: v2, flagd's core today] (flags.fractional_version).
+    #[arg(long, value_name = "VERSION")]
+    pub fractional_version: Option<String>,
     /// Largest request message in bytes [default: 4194304] (server.max_decoding_message_size).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub max_decoding_message_size: Option<String>,
@@ -158,8 +172,9 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 24] = [
+        let pairs: [(&'static str, &Option<String>); 25] = [
             ("flags.path", &self.flags),
+            ("flags.fractional_version", &self.fractional_version),
             ("server.grpc_addr", &self.grpc_addr),
             ("server.admin_addr", &self.admin_addr),
             ("drain.delay", &self.drain_delay),
@@ -269,29 +284,35 @@ pub struct WatchArgs {
 }
 
 /// Runs `switchyard flags ...`, writing results to `out` and problems to
-/// `err`. Returns the exit code: 0 valid/evaluated, 1 invalid flags, 2 bad
-/// usage (such as a context that is not JSON).
+/// `err`. Returns the exit code: 0 valid/evaluated (warnings allowed), 1
+/// invalid flags or an evaluation that is an error, 2 bad usage (such as a
+/// context that is not JSON).
 pub fn run_flags(
     command: &FlagsCommand,
     out: &mut dyn std::io::Write,
     err: &mut dyn std::io::Write,
 ) -> i32 {
-    use crate::flags::{Context, store::load_path};
+    use crate::flags::{Context, FractionalVersion, store::load_path};
     use serde_json::{Map, Value, json};
 
     match command {
         FlagsCommand::Validate { paths } => {
             let mut code = 0;
             for path in paths {
-                match load_path(path) {
+                match load_path(path, FractionalVersion::default()) {
                     Ok(set) => {
+                        let warnings = set.warnings();
                         let _ = writeln!(
                             out,
-                            "ok: {} ({} flags, revision {})",
+                            "ok: {} ({} flags, revision {}, {} warnings)",
                             path.display(),
                             set.keys().len(),
-                            set.revision
+                            set.revision,
+                            warnings.len()
                         );
+                        for w in warnings {
+                            let _ = writeln!(err, "warning: {w}");
+                        }
                     }
                     Err(errors) => {
                         code = 1;
@@ -307,6 +328,8 @@ pub fn run_flags(
             path,
             flag,
             context,
+            kind,
+            fractional_version,
         } => {
             let ctx = match serde_json::from_str::<Value>(context)
                 .map_err(|e| e.to_string())
@@ -318,7 +341,7 @@ pub fn run_flags(
                     return 2;
                 }
             };
-            let set = match load_path(path) {
+            let set = match load_path(path, *fractional_version) {
                 Ok(set) => set,
                 Err(errors) => {
                     for e in errors.0 {
@@ -327,8 +350,12 @@ pub fn run_flags(
                     return 1;
                 }
             };
-            let one = |key: &str| {
-                let r = set.evaluate(key, &ctx);
+            let mut failed = false;
+            let mut one = |key: &str| {
+                let r = match kind {
+                    Some(kind) => set.evaluate_as(key, &ctx, *kind),
+                    None => set.evaluate(key, &ctx),
+                };
                 let mut obj = Map::new();
                 obj.insert("key".into(), json!(key));
                 obj.insert("value".into(), r.value.cloned().unwrap_or(Value::Null));
@@ -338,8 +365,10 @@ pub fn run_flags(
                 );
                 obj.insert("reason".into(), json!(r.reason.as_str()));
                 if let Some(e) = r.error {
+                    failed = true;
                     obj.insert("errorCode".into(), json!(e.as_str()));
                 }
+                obj.insert("metadata".into(), Value::Object(r.metadata.clone()));
                 Value::Object(obj)
             };
             let result = match flag {
@@ -356,7 +385,7 @@ pub fn run_flags(
                 "{}",
                 serde_json::to_string_pretty(&result).unwrap_or_default()
             );
-            0
+            i32::from(failed)
         }
     }
 }

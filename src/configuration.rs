@@ -173,6 +173,14 @@ pub struct FlagsSettings {
     /// Comma-separated request metadata exposed to targeting rules, without
     /// the `x-` prefix (`x-user-group` becomes `user-group`).
     pub context_headers: String,
+    /// `v2` | `v3`: how `fractional` buckets. Default `v2`, what flagd's
+    /// core does today (MurmurHash3 of the string key); `v3` hashes the
+    /// deterministic CBOR of any JSON bucketing value (flagd's
+    /// "fractional-non-string-rand-units" design, already in the Python
+    /// evaluator `openfeature-flagd-core` 2.x). Switch when every other
+    /// evaluator of the same flags buckets with v3, or users change buckets
+    /// between services.
+    pub fractional_version: crate::flags::FractionalVersion,
 }
 
 impl FlagsSettings {
@@ -395,6 +403,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.level", "info"),
     ("flags.poll_interval", "10"),
     ("flags.debounce", "0.05"),
+    ("flags.fractional_version", "v2"),
     (
         "flags.context_headers",
         "x-user-group,x-client-version,x-country",
@@ -718,6 +727,7 @@ mod tests {
             ),
             ("detector.default_engine", "cld3", "default_engine"),
             ("log.level", "[[", "log.level"),
+            ("flags.fractional_version", "v4", "fractional_version"),
         ];
         for (key, value, named) in cases {
             let overrides = Overrides {
@@ -816,6 +826,24 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn fractional_version_defaults_to_v2_and_takes_v3() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(
+            s.flags.fractional_version,
+            crate::flags::FractionalVersion::V2
+        );
+        let overrides = Overrides {
+            config_file: None,
+            values: vec![("flags.fractional_version", "v3".to_string())],
+        };
+        let s = Settings::load(&HashMap::new(), &overrides).expect("valid");
+        assert_eq!(
+            s.flags.fractional_version,
+            crate::flags::FractionalVersion::V3
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
 //!   RED metrics and Switchyard's own.
 //! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`,
-//!   `/metrics`).
+//!   `/metrics`, and [`ofrep`]: OpenFeature Remote Evaluation of the live
+//!   flags).
 //! - [`shutdown`]: stop signals and the drain outcome (exit codes).
 //! - [`check`]: the `switchyard check` health-probe client.
 //! - [`smoke`]: `switchyard smoke`, the post-deploy smoke test.
@@ -76,6 +77,7 @@ pub mod flags;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod ofrep;
 pub mod release;
 pub mod shutdown;
 pub mod smoke;

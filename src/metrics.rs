@@ -538,6 +538,13 @@ impl Collector for LiveState {
         )?;
         single(
             &mut encoder,
+            "switchyard_flag_load_warnings",
+            "Problems flagd tolerates in the served flags (each logged with its flag and rule at load)",
+            MetricType::Gauge,
+            ConstGauge::new(i64::try_from(status.warnings).unwrap_or(i64::MAX)),
+        )?;
+        single(
+            &mut encoder,
             "switchyard_flag_errors",
             "Flag evaluations that failed and served the code default",
             MetricType::Counter,

@@ -93,10 +93,11 @@ impl Application {
         // Flags first: bad flags refuse to start before anything binds. The
         // first successful load is part of readiness (it precedes it).
         let flags = Arc::new(match &settings.flags.path {
-            Some(path) => FlagStore::open(path)?,
+            Some(path) => FlagStore::open(path, settings.flags.fractional_version)?,
             None => FlagStore::built_in(
                 settings.detector.default_engine.as_str(),
                 settings.detector.max_text_chars,
+                settings.flags.fractional_version,
             ),
         });
         let status = flags.status();
@@ -274,6 +275,7 @@ impl Application {
             admin_listener,
             health.clone(),
             Arc::clone(&metrics),
+            Arc::clone(detection.flags()),
             background_stop.clone().cancelled_owned(),
         ));
 

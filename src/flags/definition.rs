@@ -26,6 +26,12 @@ pub struct DefinitionError {
     pub problem: String,
 }
 
+/// A problem flagd tolerates when it loads a file and resolves at evaluation
+/// time (an operator with the wrong arguments, a `$ref` to a missing
+/// evaluator): the flag loads, the problem is reported as a warning naming
+/// the file, the flag and the rule, and evaluation resolves it as flagd does.
+pub type DefinitionWarning = DefinitionError;
+
 /// Every problem found in a set of flag files (they are all reported, not
 /// just the first).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,8 +43,8 @@ pub struct DefinitionErrors(pub Vec<DefinitionError>);
 struct RawFile {
     #[serde(rename = "$schema")]
     _schema: Option<String>,
-    #[serde(rename = "metadata")]
-    _metadata: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
     #[serde(rename = "$evaluators", default)]
     evaluators: Map<String, Value>,
     flags: BTreeMap<String, RawFlag>,
@@ -49,8 +55,10 @@ struct RawFile {
 struct RawFlag {
     state: String,
     variants: serde_json::Map<String, Value>,
-    #[serde(rename = "defaultVariant")]
-    default_variant: String,
+    /// `null`, `""` or absent: no default variant; the caller's code default
+    /// is served when no targeting rule picks a variant (as flagd does).
+    #[serde(rename = "defaultVariant", default)]
+    default_variant: Option<String>,
     #[serde(default)]
     targeting: Option<Value>,
     #[serde(default)]
@@ -61,6 +69,7 @@ struct RawFlag {
 pub struct ParsedFile {
     name: String,
     flags: Vec<(String, Flag)>,
+    warnings: Vec<DefinitionWarning>,
 }
 
 /// Parses and compiles one file's content. `name` is used in messages; the
@@ -93,29 +102,69 @@ pub fn parse_file(name: &str, content: &[u8]) -> Result<ParsedFile, DefinitionEr
         serde_json::from_slice(content)
             .map_err(|e| fail(format!("not a valid flagd JSON flag set: {e}")))?
     };
+    let set_metadata = match raw.metadata.map(|m| metadata_map(&m)).transpose() {
+        Ok(m) => m.unwrap_or_default(),
+        Err(problem) => return Err(fail(format!("flag-set metadata: {problem}"))),
+    };
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut flags = Vec::new();
     for (key, raw_flag) in raw.flags {
-        match compile_flag(&key, raw_flag, &raw.evaluators) {
-            Ok(flag) => flags.push((key, flag)),
+        let mut problems = Vec::new();
+        match compile_flag(
+            &key,
+            raw_flag,
+            &raw.evaluators,
+            &set_metadata,
+            &mut problems,
+        ) {
+            Ok(flag) => flags.push((key.clone(), flag)),
             Err(problem) => errors.push(DefinitionError {
                 file: name.to_owned(),
-                flag: Some(key),
+                flag: Some(key.clone()),
                 problem,
             }),
         }
+        warnings.extend(problems.into_iter().map(|problem| DefinitionWarning {
+            file: name.to_owned(),
+            flag: Some(key.clone()),
+            problem,
+        }));
     }
     if errors.is_empty() {
         Ok(ParsedFile {
             name: name.to_owned(),
             flags,
+            warnings,
         })
     } else {
         Err(DefinitionErrors(errors))
     }
 }
 
-fn compile_flag(key: &str, raw: RawFlag, evaluators: &Map<String, Value>) -> Result<Flag, String> {
+/// Flag or flag-set metadata: an object of strings, numbers and booleans (what
+/// flagd's schema allows and OpenFeature's flag metadata can carry).
+fn metadata_map(value: &Value) -> Result<Map<String, Value>, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("metadata must be an object, got {value}"));
+    };
+    for (key, item) in map {
+        if !(item.is_string() || item.is_number() || item.is_boolean()) {
+            return Err(format!(
+                "metadata `{key}` must be a string, number or boolean, got {item}"
+            ));
+        }
+    }
+    Ok(map.clone())
+}
+
+fn compile_flag(
+    key: &str,
+    raw: RawFlag,
+    evaluators: &Map<String, Value>,
+    set_metadata: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<Flag, String> {
     let state = match raw.state.as_str() {
         "ENABLED" => FlagState::Enabled,
         "DISABLED" => FlagState::Disabled,
@@ -125,28 +174,47 @@ fn compile_flag(key: &str, raw: RawFlag, evaluators: &Map<String, Value>) -> Res
         return Err("has no variants".into());
     }
     let variants: Vec<(String, Value)> = raw.variants.into_iter().collect();
-    let default = variants
-        .iter()
-        .position(|(name, _)| *name == raw.default_variant)
-        .ok_or_else(|| {
-            format!(
-                "defaultVariant {:?} is not among its variants ({})",
-                raw.default_variant,
-                variants
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-    let targeting = match raw.targeting {
-        None => None,
-        Some(Value::Object(map)) if map.is_empty() => None,
-        Some(rule) => {
-            let resolved = resolve_refs(&rule, evaluators, &mut Vec::new())?;
-            Some(Rule::compile(&resolved).map_err(|e| format!("targeting does not compile: {e}"))?)
-        }
+    let default = match raw.default_variant.as_deref() {
+        None | Some("") => None,
+        Some(wanted) => Some(
+            variants
+                .iter()
+                .position(|(name, _)| name == wanted)
+                .ok_or_else(|| {
+                    format!(
+                        "defaultVariant {wanted:?} is not among its variants ({})",
+                        variants
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?,
+        ),
     };
+    let targeting = match raw.targeting {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) if map.is_empty() => None,
+        Some(rule) => match resolve_refs(&rule, evaluators, &mut Vec::new()) {
+            Ok(resolved) => Some(
+                Rule::compile(&resolved, warnings)
+                    .map_err(|e| format!("targeting does not compile: {e}"))?,
+            ),
+            // flagd loads such a flag and answers PARSE_ERROR when it is
+            // evaluated; so do we, with a warning at load.
+            Err(RefError::Missing(name)) => {
+                warnings.push(format!(
+                    "targeting: `$ref` to unknown evaluator {name:?}: evaluations answer PARSE_ERROR"
+                ));
+                Some(Rule::unparseable())
+            }
+            Err(RefError::Bad(problem)) => return Err(problem),
+        },
+    };
+    let mut metadata = set_metadata.clone();
+    if let Some(m) = &raw.metadata {
+        metadata.extend(metadata_map(m)?);
+    }
     let index = variants
         .iter()
         .enumerate()
@@ -159,8 +227,17 @@ fn compile_flag(key: &str, raw: RawFlag, evaluators: &Map<String, Value>) -> Res
         index,
         default,
         targeting,
-        metadata: raw.metadata,
+        metadata,
     })
+}
+
+/// Why `$ref`s could not be resolved.
+enum RefError {
+    /// A `$ref` names no evaluator: flagd loads the flag (PARSE_ERROR at
+    /// evaluation).
+    Missing(String),
+    /// A malformed `$ref` or a cycle: the file is refused.
+    Bad(String),
 }
 
 /// Replaces every `{"$ref": NAME}` with the named shared evaluator.
@@ -168,18 +245,18 @@ fn resolve_refs(
     rule: &Value,
     evaluators: &Map<String, Value>,
     stack: &mut Vec<String>,
-) -> Result<Value, String> {
+) -> Result<Value, RefError> {
     match rule {
         Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
             let name = map["$ref"]
                 .as_str()
-                .ok_or("`$ref` must name an evaluator")?;
+                .ok_or_else(|| RefError::Bad("`$ref` must name an evaluator".into()))?;
             if stack.iter().any(|s| s == name) {
-                return Err(format!("`$ref` cycle through {name:?}"));
+                return Err(RefError::Bad(format!("`$ref` cycle through {name:?}")));
             }
             let target = evaluators
                 .get(name)
-                .ok_or_else(|| format!("`$ref` to unknown evaluator {name:?}"))?;
+                .ok_or_else(|| RefError::Missing(name.to_owned()))?;
             stack.push(name.to_owned());
             let resolved = resolve_refs(target, evaluators, stack);
             stack.pop();
@@ -188,7 +265,7 @@ fn resolve_refs(
         Value::Object(map) => Ok(Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), resolve_refs(v, evaluators, stack)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, RefError>>()?,
         )),
         Value::Array(items) => Ok(Value::Array(
             items
@@ -205,7 +282,9 @@ fn resolve_refs(
 pub fn merge(files: Vec<ParsedFile>, revision: String) -> FlagSet {
     let mut flags: HashMap<String, Flag> = HashMap::new();
     let mut origin: HashMap<String, String> = HashMap::new();
-    for file in files {
+    let mut warnings = Vec::new();
+    for mut file in files {
+        warnings.append(&mut file.warnings);
         for (key, flag) in file.flags {
             if let Some(previous) = origin.insert(key.clone(), file.name.clone()) {
                 tracing::info!(flag = %key, from = %previous, by = %file.name, "flag overridden by a later file");
@@ -213,7 +292,12 @@ pub fn merge(files: Vec<ParsedFile>, revision: String) -> FlagSet {
             flags.insert(key, flag);
         }
     }
-    FlagSet { flags, revision }
+    FlagSet {
+        flags,
+        revision,
+        warnings,
+        fractional: super::FractionalVersion::default(),
+    }
 }
 
 /// FNV-1a 64 over every source's content, in source order: the revision

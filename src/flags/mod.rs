@@ -6,6 +6,7 @@
 //! content is bad. Evaluation never fails a request: on any error the
 //! caller's default is served and the reason says why.
 
+pub mod cbor;
 pub mod definition;
 pub mod murmur;
 pub mod rule;
@@ -37,10 +38,48 @@ pub struct Flag {
     /// Variants in definition order.
     pub variants: Vec<(String, Value)>,
     index: HashMap<String, usize>,
-    /// Index of the default variant in `variants`.
-    default: usize,
+    /// Index of the default variant in `variants`; `None` when the flag has
+    /// no default variant (then the caller's code default is served).
+    default: Option<usize>,
     targeting: Option<Rule>,
-    pub metadata: Option<Value>,
+    /// The flag's metadata merged over its file's flag-set metadata (a flag's
+    /// key wins), as flagd reports it.
+    pub metadata: Map<String, Value>,
+}
+
+/// How `fractional` turns its bucketing value into a hash (one setting for
+/// the whole flag set, `flags.fractional_version`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FractionalVersion {
+    /// MurmurHash3 of the string key (the shorthand hashes flag key and
+    /// targeting key concatenated): what flagd's core does today.
+    #[default]
+    V2,
+    /// MurmurHash3 of the deterministic CBOR encoding of the bucketing value,
+    /// any JSON type (flagd's "fractional-non-string-rand-units" design; the
+    /// shorthand hashes `[flagKey, targetingKey]`).
+    V3,
+}
+
+impl FractionalVersion {
+    /// The setting's name (`v2`, `v3`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FractionalVersion::V2 => "v2",
+            FractionalVersion::V3 => "v3",
+        }
+    }
 }
 
 /// An immutable, compiled flag set.
@@ -49,6 +88,35 @@ pub struct FlagSet {
     flags: HashMap<String, Flag>,
     /// Content hash of the sources it was built from.
     pub revision: String,
+    /// Problems flagd tolerates at load time, found while compiling.
+    warnings: Vec<definition::DefinitionWarning>,
+    /// The bucketing of `fractional`.
+    fractional: FractionalVersion,
+}
+
+/// The type a caller asks a flag for (OpenFeature's typed evaluation): a
+/// variant of another type is a `TYPE_MISMATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlagType {
+    Boolean,
+    String,
+    Integer,
+    Float,
+    Object,
+}
+
+impl FlagType {
+    /// Whether `value` is of this type (a float flag takes any number, as
+    /// flagd's providers do; an integer flag only whole numbers).
+    pub fn accepts(self, value: &Value) -> bool {
+        match self {
+            FlagType::Boolean => value.is_boolean(),
+            FlagType::String => value.is_string(),
+            FlagType::Integer => value.is_i64() || value.is_u64(),
+            FlagType::Float => value.is_number(),
+            FlagType::Object => value.is_object() || value.is_array(),
+        }
+    }
 }
 
 /// Why a value was served, as flagd reports it.
@@ -83,6 +151,9 @@ pub enum ErrorCode {
     General,
 }
 
+/// Metadata of a flag that has none (and of a flag that is not found).
+static NO_METADATA: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
 impl ErrorCode {
     /// flagd's name for it.
     pub fn as_str(self) -> &'static str {
@@ -103,6 +174,8 @@ pub struct Resolution<'a> {
     pub variant: Option<&'a str>,
     pub reason: Reason,
     pub error: Option<ErrorCode>,
+    /// The flag's merged metadata (empty for a flag that is not found).
+    pub metadata: &'a Map<String, Value>,
 }
 
 /// The evaluation context: `targetingKey` plus attributes, in flagd's shape.
@@ -187,6 +260,8 @@ impl FlagSet {
                 Self {
                     flags: HashMap::new(),
                     revision: "invalid".into(),
+                    warnings: Vec::new(),
+                    fractional: FractionalVersion::default(),
                 }
             }
         }
@@ -199,7 +274,25 @@ impl FlagSet {
         keys
     }
 
-    /// Evaluates `key` for `ctx`.
+    /// The bucketing `fractional` uses in this set.
+    pub fn fractional_version(&self) -> FractionalVersion {
+        self.fractional
+    }
+
+    /// This set with `version` bucketing for `fractional`.
+    #[must_use]
+    pub fn with_fractional_version(mut self, version: FractionalVersion) -> Self {
+        self.fractional = version;
+        self
+    }
+
+    /// Problems flagd tolerates that were found at load (each names its file,
+    /// flag and rule).
+    pub fn warnings(&self) -> &[definition::DefinitionWarning] {
+        &self.warnings
+    }
+
+    /// Evaluates `key` for `ctx`, whatever the variant's type.
     pub fn evaluate<'a>(&'a self, key: &str, ctx: &Context) -> Resolution<'a> {
         let Some(flag) = self.flags.get(key) else {
             return Resolution {
@@ -207,7 +300,16 @@ impl FlagSet {
                 variant: None,
                 reason: Reason::Error,
                 error: Some(ErrorCode::FlagNotFound),
+                metadata: &NO_METADATA,
             };
+        };
+        let metadata = &flag.metadata;
+        let error = |code| Resolution {
+            value: None,
+            variant: None,
+            reason: Reason::Error,
+            error: Some(code),
+            metadata,
         };
         if flag.state == FlagState::Disabled {
             return Resolution {
@@ -215,16 +317,28 @@ impl FlagSet {
                 variant: None,
                 reason: Reason::Disabled,
                 error: None,
+                metadata,
             };
         }
-        let default = |reason| {
-            let (name, value) = &flag.variants[flag.default];
-            Resolution {
-                value: Some(value),
-                variant: Some(name.as_str()),
-                reason,
-                error: None,
+        // No default variant: the caller's code default, reason DEFAULT.
+        let default = |reason| match flag.default {
+            Some(i) => {
+                let (name, value) = &flag.variants[i];
+                Resolution {
+                    value: Some(value),
+                    variant: Some(name.as_str()),
+                    reason,
+                    error: None,
+                    metadata,
+                }
             }
+            None => Resolution {
+                value: None,
+                variant: None,
+                reason: Reason::Default,
+                error: None,
+                metadata,
+            },
         };
         let Some(rule) = &flag.targeting else {
             return default(Reason::Static);
@@ -233,24 +347,29 @@ impl FlagSet {
             data: &ctx.data,
             flag_key: &flag.key,
             timestamp: if rule.needs_time() { now() } else { 0 },
+            fractional: self.fractional,
         };
         let chosen = match rule.evaluate(&env) {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(flag = %key, error = %e, "targeting failed");
-                return Resolution {
-                    value: None,
-                    variant: None,
-                    reason: Reason::Error,
-                    error: Some(ErrorCode::General),
-                };
+                return error(ErrorCode::ParseError);
             }
         };
+        // A rule's result names a variant: a string, or a boolean or number
+        // in its JSON spelling (as flagd's evaluators do); null means "no
+        // match", the default variant.
+        let number;
         let name: &str = match chosen.as_ref() {
             Value::String(s) => s,
             Value::Bool(true) => "true",
             Value::Bool(false) => "false",
-            _ => return default(Reason::Default),
+            Value::Null => return default(Reason::Default),
+            Value::Number(n) => {
+                number = n.to_string();
+                &number
+            }
+            _ => return error(ErrorCode::General),
         };
         match flag.index.get(name) {
             Some(&i) => {
@@ -260,9 +379,29 @@ impl FlagSet {
                     variant: Some(name.as_str()),
                     reason: Reason::TargetingMatch,
                     error: None,
+                    metadata,
                 }
             }
-            None => default(Reason::Default),
+            None => {
+                tracing::debug!(flag = %key, variant = name, "targeting chose a variant the flag does not have");
+                error(ErrorCode::General)
+            }
+        }
+    }
+
+    /// Evaluates `key` for `ctx` as a `kind` flag: a variant of another type
+    /// is an error, `TYPE_MISMATCH` (the caller's default is served).
+    pub fn evaluate_as<'a>(&'a self, key: &str, ctx: &Context, kind: FlagType) -> Resolution<'a> {
+        let resolution = self.evaluate(key, ctx);
+        match resolution.value {
+            Some(value) if !kind.accepts(value) => Resolution {
+                value: None,
+                variant: None,
+                reason: Reason::Error,
+                error: Some(ErrorCode::TypeMismatch),
+                metadata: resolution.metadata,
+            },
+            _ => resolution,
         }
     }
 

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
 
+use super::FractionalVersion;
+use super::cbor;
 use super::murmur::murmur3_32;
 use super::semver::{SemVerOp, Version};
 
@@ -33,6 +35,8 @@ pub struct Env<'a> {
     pub flag_key: &'a str,
     /// `$flagd.timestamp` (unix seconds).
     pub timestamp: u64,
+    /// How `fractional` hashes its bucketing value.
+    pub fractional: FractionalVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,19 +145,45 @@ enum Node {
     Reduce(Box<Node>, Box<Node>, Box<Node>),
     Fractional {
         key: Option<Box<Node>>,
-        buckets: Vec<(Node, u64)>,
+        buckets: Vec<(Node, Weight)>,
+        /// The sum of the weights when all are literals (the common case:
+        /// nothing to add up per evaluation).
+        total: Option<u64>,
     },
     SemVer(Box<Node>, SemVerOp, Box<Node>),
+    /// A rule flagd loads but cannot evaluate (a `$ref` to a missing
+    /// evaluator): every evaluation is a PARSE_ERROR.
+    Unparseable,
+}
+
+/// A `fractional` bucket's weight.
+#[derive(Debug, Clone)]
+enum Weight {
+    Fixed(u64),
+    /// A rule computing the weight per evaluation (flagd's nested weights).
+    Computed(Node),
 }
 
 impl Rule {
-    /// Compiles a JsonLogic rule (with any `$ref` already resolved).
-    pub fn compile(rule: &Value) -> Result<Self, CompileError> {
-        let root = compile(rule)?;
+    /// Compiles a JsonLogic rule (with any `$ref` already resolved). Uses of
+    /// flagd's operators that flagd accepts at load and that evaluate to
+    /// null (a `sem_ver` with an unknown operator, an operator with the
+    /// wrong number of arguments, a weight that is not an integer) compile
+    /// to null, each with a line in `warnings`.
+    pub fn compile(rule: &Value, warnings: &mut Vec<String>) -> Result<Self, CompileError> {
+        let root = compile(rule, warnings)?;
         let text = rule.to_string();
         // Conservative: any mention of $flagd, or a computed var path.
         let needs_time = text.contains("$flagd") || has_dynamic_var(&root);
         Ok(Rule { root, needs_time })
+    }
+
+    /// A rule whose every evaluation is a PARSE_ERROR (see [`Node::Unparseable`]).
+    pub fn unparseable() -> Self {
+        Rule {
+            root: Node::Unparseable,
+            needs_time: false,
+        }
     }
 
     /// Whether evaluation needs `Env::timestamp` to be set.
@@ -177,23 +207,28 @@ fn args_of(value: &Value) -> Vec<&Value> {
 fn has_dynamic_var(node: &Node) -> bool {
     match node {
         Node::DynVar { .. } => true,
-        Node::Literal(_) => false,
+        Node::Literal(_) | Node::Unparseable => false,
         Node::Var { default, .. } => default.as_deref().is_some_and(has_dynamic_var),
         Node::Array(items) | Node::Op(_, items) => items.iter().any(has_dynamic_var),
         Node::Iter(_, a, b) => has_dynamic_var(a) || has_dynamic_var(b),
         Node::Reduce(a, b, c) => has_dynamic_var(a) || has_dynamic_var(b) || has_dynamic_var(c),
-        Node::Fractional { key, buckets } => {
+        Node::Fractional { key, buckets, .. } => {
             key.as_deref().is_some_and(has_dynamic_var)
-                || buckets.iter().any(|(n, _)| has_dynamic_var(n))
+                || buckets.iter().any(|(n, w)| {
+                    has_dynamic_var(n) || matches!(w, Weight::Computed(w) if has_dynamic_var(w))
+                })
         }
         Node::SemVer(a, _, b) => has_dynamic_var(a) || has_dynamic_var(b),
     }
 }
 
-fn compile(rule: &Value) -> Result<Node, CompileError> {
+fn compile(rule: &Value, warnings: &mut Vec<String>) -> Result<Node, CompileError> {
     match rule {
         Value::Array(items) => {
-            let nodes: Vec<Node> = items.iter().map(compile).collect::<Result<_, _>>()?;
+            let nodes: Vec<Node> = items
+                .iter()
+                .map(|item| compile(item, warnings))
+                .collect::<Result<_, _>>()?;
             // An array of literals is itself a literal: no copy per evaluation.
             if nodes.iter().all(|n| matches!(n, Node::Literal(_))) {
                 Ok(Node::Literal(Value::Array(
@@ -214,7 +249,7 @@ fn compile(rule: &Value) -> Result<Node, CompileError> {
                 .iter()
                 .next()
                 .ok_or_else(|| CompileError("empty rule".into()))?;
-            compile_op(name, raw_args)
+            compile_op(name, raw_args, warnings)
         }
         Value::Object(map) if map.is_empty() => Ok(Node::Literal(Value::Null)),
         Value::Object(map) => Err(CompileError(format!(
@@ -226,7 +261,11 @@ fn compile(rule: &Value) -> Result<Node, CompileError> {
     }
 }
 
-fn compile_op(name: &str, raw_args: &Value) -> Result<Node, CompileError> {
+fn compile_op(
+    name: &str,
+    raw_args: &Value,
+    warnings: &mut Vec<String>,
+) -> Result<Node, CompileError> {
     let args = args_of(raw_args);
     let arity = |min: usize, max: usize| {
         if args.len() < min || args.len() > max {
@@ -245,15 +284,18 @@ fn compile_op(name: &str, raw_args: &Value) -> Result<Node, CompileError> {
             Ok(())
         }
     };
-    let many = |args: &[&Value]| {
+    let mut many = |args: &[&Value]| {
         args.iter()
-            .map(|a| compile(a))
+            .map(|a| compile(a, warnings))
             .collect::<Result<Vec<_>, _>>()
     };
     match name {
         "var" => {
             arity(0, 2)?;
-            let default = args.get(1).map(|d| compile(d).map(Box::new)).transpose()?;
+            let default = args
+                .get(1)
+                .map(|d| compile(d, warnings).map(Box::new))
+                .transpose()?;
             match args.first() {
                 None => Ok(Node::Var {
                     path: Vec::new(),
@@ -272,7 +314,7 @@ fn compile_op(name: &str, raw_args: &Value) -> Result<Node, CompileError> {
                     default,
                 }),
                 Some(other) => Ok(Node::DynVar {
-                    path: Box::new(compile(other)?),
+                    path: Box::new(compile(other, warnings)?),
                     default,
                 }),
             }
@@ -288,103 +330,141 @@ fn compile_op(name: &str, raw_args: &Value) -> Result<Node, CompileError> {
             };
             Ok(Node::Iter(
                 kind,
-                Box::new(compile(args[0])?),
-                Box::new(compile(args[1])?),
+                Box::new(compile(args[0], warnings)?),
+                Box::new(compile(args[1], warnings)?),
             ))
         }
         "reduce" => {
             arity(2, 3)?;
             let initial = match args.get(2) {
-                Some(v) => compile(v)?,
+                Some(v) => compile(v, warnings)?,
                 None => Node::Literal(Value::Null),
             };
             Ok(Node::Reduce(
-                Box::new(compile(args[0])?),
-                Box::new(compile(args[1])?),
+                Box::new(compile(args[0], warnings)?),
+                Box::new(compile(args[1], warnings)?),
                 Box::new(initial),
             ))
         }
-        "fractional" => compile_fractional(&args),
+        "fractional" => compile_fractional(&args, warnings),
         "sem_ver" => {
-            arity(3, 3)?;
+            if let Err(CompileError(problem)) = arity(3, 3) {
+                return Ok(tolerated(warnings, problem));
+            }
             let op = match args[1] {
                 Value::String(s) => SemVerOp::parse(s),
                 _ => None,
-            }
-            .ok_or_else(|| {
-                CompileError(format!(
+            };
+            let Some(op) = op else {
+                let problem = format!(
                     "`sem_ver` operator must be one of = != < <= > >= ^ ~, got {}",
                     args[1]
-                ))
-            })?;
+                );
+                return Ok(tolerated(warnings, problem));
+            };
             Ok(Node::SemVer(
-                Box::new(compile(args[0])?),
+                Box::new(compile(args[0], warnings)?),
                 op,
-                Box::new(compile(args[2])?),
+                Box::new(compile(args[2], warnings)?),
             ))
         }
         other => {
             let (op, min, max) = Op::parse(other)
                 .ok_or_else(|| CompileError(format!("unknown operator `{other}`")))?;
-            arity(min, max)?;
+            if let Err(CompileError(problem)) = arity(min, max) {
+                // flagd's own string operators evaluate to null on bad
+                // arguments; JsonLogic's standard operators are refused.
+                if matches!(op, Op::StartsWith | Op::EndsWith) {
+                    return Ok(tolerated(warnings, problem));
+                }
+                return Err(CompileError(problem));
+            }
             Ok(Node::Op(op, many(&args)?))
         }
     }
 }
 
-fn compile_fractional(args: &[&Value]) -> Result<Node, CompileError> {
+/// Records a problem flagd tolerates at load time; the operator evaluates
+/// to null (the flag's default variant), as in flagd.
+fn tolerated(warnings: &mut Vec<String>, problem: String) -> Node {
+    warnings.push(format!("targeting: {problem}: evaluates to null"));
+    Node::Literal(Value::Null)
+}
+
+fn compile_fractional(args: &[&Value], warnings: &mut Vec<String>) -> Result<Node, CompileError> {
     let (key, buckets) = match args.first() {
         None => {
-            return Err(CompileError(
+            return Ok(tolerated(
+                warnings,
                 "`fractional` needs at least one bucket".into(),
             ));
         }
         // A first argument that is not a bucket array is the bucketing key.
-        Some(first) if !first.is_array() => (Some(Box::new(compile(first)?)), &args[1..]),
+        Some(first) if !first.is_array() => (Some(Box::new(compile(first, warnings)?)), &args[1..]),
         Some(_) => (None, args),
     };
     if buckets.is_empty() {
-        return Err(CompileError(
+        return Ok(tolerated(
+            warnings,
             "`fractional` needs at least one bucket".into(),
         ));
     }
-    let buckets = buckets
-        .iter()
-        .map(|bucket| {
-            let items = bucket.as_array().ok_or_else(|| {
-                CompileError(format!(
-                    "`fractional` bucket must be [variant, weight], got {bucket}"
-                ))
-            })?;
-            let variant = items
-                .first()
-                .ok_or_else(|| CompileError("`fractional` bucket is empty".into()))?;
-            let weight = match items.get(1) {
-                None => 1,
-                Some(Value::Number(n)) => {
-                    let w = n.as_f64().unwrap_or(0.0);
-                    if w.fract() != 0.0 {
-                        return Err(CompileError(format!(
-                            "`fractional` weight must be an integer, got {n}"
-                        )));
-                    }
-                    if w < 0.0 { 0 } else { w as u64 }
-                }
-                Some(other) => {
-                    return Err(CompileError(format!(
-                        "`fractional` weight must be a number, got {other}"
-                    )));
-                }
-            };
-            if items.len() > 2 {
-                return Err(CompileError(format!(
-                    "`fractional` bucket has extra items: {bucket}"
-                )));
+    let mut compiled = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        let items = match bucket.as_array() {
+            Some(items) if !items.is_empty() && items.len() <= 2 => items,
+            _ => {
+                let problem =
+                    format!("`fractional` bucket must be [variant, weight], got {bucket}");
+                return Ok(tolerated(warnings, problem));
             }
-            Ok((compile(variant)?, weight))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Node::Fractional { key, buckets })
+        };
+        let weight = match items.get(1) {
+            None => Weight::Fixed(1),
+            Some(Value::Number(n)) => match literal_weight(n) {
+                Some(w) => Weight::Fixed(w),
+                None => {
+                    let problem = format!("`fractional` weight must be an integer, got {n}");
+                    return Ok(tolerated(warnings, problem));
+                }
+            },
+            Some(rule @ Value::Object(_)) => Weight::Computed(compile(rule, warnings)?),
+            Some(other) => {
+                let problem = format!("`fractional` weight must be a number, got {other}");
+                return Ok(tolerated(warnings, problem));
+            }
+        };
+        compiled.push((compile(&items[0], warnings)?, weight));
+    }
+    let total = compiled.iter().try_fold(0u64, |sum, (_, w)| match w {
+        Weight::Fixed(w) => Some(sum + w),
+        Weight::Computed(_) => None,
+    });
+    Ok(Node::Fractional {
+        key,
+        buckets: compiled,
+        total,
+    })
+}
+
+/// A weight as flagd takes it: an integer, negative ones clamped to zero (a
+/// rollout calculation can produce them); `None` for a fraction.
+fn literal_weight(n: &Number) -> Option<u64> {
+    if let Some(w) = n.as_i64() {
+        return Some(w.max(0).unsigned_abs());
+    }
+    if let Some(w) = n.as_u64() {
+        return Some(w);
+    }
+    let w = n.as_f64()?;
+    if w.fract() != 0.0 {
+        return None;
+    }
+    Some(if w <= 0.0 {
+        0
+    } else {
+        w.min(u64::MAX as f64) as u64
+    })
 }
 
 fn split_path(path: &str) -> Vec<String> {
@@ -611,53 +691,95 @@ fn eval<'a>(node: &'a Node, env: &Env<'a>) -> Result<Cow<'a, Value>, EvalError> 
             }
             Ok(Cow::Owned(accumulator))
         }
-        Node::Fractional { key, buckets } => fractional(key.as_deref(), buckets, env),
+        Node::Fractional {
+            key,
+            buckets,
+            total,
+        } => fractional(key.as_deref(), buckets, *total, env),
         Node::SemVer(left, op, right) => {
             let (l, r) = (eval(left, env)?, eval(right, env)?);
             let parse = |v: &Value| Version::parse(&to_text(v));
             match (parse(&l), parse(&r)) {
                 (Some(l), Some(r)) => Ok(boolean(op.holds(&l, &r))),
-                _ => Err(EvalError(format!(
-                    "sem_ver: not a semantic version: {l} / {r}"
-                ))),
+                // flagd: not a version, null (the default variant).
+                _ => Ok(Cow::Borrowed(&NULL)),
             }
         }
+        Node::Unparseable => Err(EvalError(
+            "the targeting rule refers to a missing evaluator".into(),
+        )),
     }
 }
 
+/// flagd caps the sum of a `fractional`'s weights at `i32::MAX`.
+const MAX_TOTAL_WEIGHT: u64 = i32::MAX as u64;
+
 fn fractional<'a>(
     key: Option<&'a Node>,
-    buckets: &'a [(Node, u64)],
+    buckets: &'a [(Node, Weight)],
+    total: Option<u64>,
     env: &Env<'a>,
 ) -> Result<Cow<'a, Value>, EvalError> {
-    let total: u64 = buckets.iter().map(|(_, w)| *w).sum();
-    if total == 0 {
+    let total = match total {
+        Some(total) => total,
+        None => {
+            let mut sum = 0u64;
+            for (_, weight) in buckets {
+                match computed_weight(weight, env)? {
+                    Some(w) => sum = sum.saturating_add(w),
+                    None => return Ok(Cow::Borrowed(&NULL)),
+                }
+            }
+            sum
+        }
+    };
+    if total == 0 || total > MAX_TOTAL_WEIGHT {
         return Ok(Cow::Borrowed(&NULL));
     }
     let hash = match key {
         Some(key) => {
             let key = eval(key, env)?;
-            match key.as_ref() {
-                Value::String(s) => murmur3_32(&[s.as_bytes()], 0),
-                _ => return Ok(Cow::Borrowed(&NULL)),
+            match (env.fractional, key.as_ref()) {
+                (_, Value::Null) => return Ok(Cow::Borrowed(&NULL)),
+                (FractionalVersion::V2, Value::String(s)) => murmur3_32(&[s.as_bytes()], 0),
+                (FractionalVersion::V2, _) => return Ok(Cow::Borrowed(&NULL)),
+                // An array is a bucket, not a bucketing value (the design's rule).
+                (FractionalVersion::V3, Value::Array(_)) => return Ok(Cow::Borrowed(&NULL)),
+                (FractionalVersion::V3, value) => cbor::hash(value),
             }
         }
         None => match env.data.get("targetingKey") {
-            Some(Value::String(tk)) if !tk.is_empty() => {
-                murmur3_32(&[env.flag_key.as_bytes(), tk.as_bytes()], 0)
-            }
+            Some(Value::String(tk)) if !tk.is_empty() => match env.fractional {
+                FractionalVersion::V2 => murmur3_32(&[env.flag_key.as_bytes(), tk.as_bytes()], 0),
+                FractionalVersion::V3 => cbor::hash_pair(env.flag_key, tk),
+            },
             _ => return Ok(Cow::Borrowed(&NULL)),
         },
     };
     let bucket = (u64::from(hash) * total) >> 32;
     let mut cumulative = 0u64;
     for (variant, weight) in buckets {
-        cumulative += weight;
+        cumulative += match weight {
+            Weight::Fixed(w) => *w,
+            Weight::Computed(_) => computed_weight(weight, env)?.unwrap_or(0),
+        };
         if bucket < cumulative {
             return eval(variant, env);
         }
     }
     Ok(Cow::Borrowed(&NULL))
+}
+
+/// A bucket's weight for this evaluation; `None` when a computed weight is
+/// not an integer (flagd then gives null).
+fn computed_weight(weight: &Weight, env: &Env<'_>) -> Result<Option<u64>, EvalError> {
+    match weight {
+        Weight::Fixed(w) => Ok(Some(*w)),
+        Weight::Computed(rule) => Ok(match eval(rule, env)?.as_ref() {
+            Value::Number(n) => literal_weight(n),
+            _ => None,
+        }),
+    }
 }
 
 fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Result<Cow<'a, Value>, EvalError> {
@@ -818,16 +940,16 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Result<Cow<'a, Value>
         }
         Op::StartsWith | Op::EndsWith => {
             let (a, b) = (arg(0)?, arg(1)?);
-            boolean(match (a.as_ref(), b.as_ref()) {
-                (Value::String(a), Value::String(b)) => {
-                    if op == Op::StartsWith {
-                        a.starts_with(b.as_str())
-                    } else {
-                        a.ends_with(b.as_str())
-                    }
-                }
-                _ => false,
-            })
+            match (a.as_ref(), b.as_ref()) {
+                (Value::String(a), Value::String(b)) => boolean(if op == Op::StartsWith {
+                    a.starts_with(b.as_str())
+                } else {
+                    a.ends_with(b.as_str())
+                }),
+                // flagd: null, not false, for a non-string (so the default
+                // variant is served rather than a "false" variant).
+                _ => Cow::Borrowed(&NULL),
+            }
         }
         Op::Missing => {
             let mut keys: Vec<Value> = Vec::new();

@@ -19,8 +19,8 @@ use arc_swap::ArcSwap;
 use notify::Watcher;
 use tokio_util::sync::CancellationToken;
 
-use super::FlagSet;
 use super::definition::{self, DefinitionError, DefinitionErrors, MAX_CONTENT_BYTES};
+use super::{FlagSet, FractionalVersion};
 
 /// What the store reports about itself (Admin/GetInfo, logs).
 #[derive(Debug, Clone)]
@@ -37,12 +37,16 @@ pub struct StoreStatus {
     pub reloads_ok: u64,
     /// Failed reloads (each bad revision counted once).
     pub reloads_failed: u64,
+    /// Load-time warnings in the set being served (problems flagd
+    /// tolerates, resolved at evaluation time).
+    pub warnings: u64,
 }
 
 /// Holds the current [`FlagSet`].
 pub struct FlagStore {
     current: ArcSwap<FlagSet>,
     path: Option<PathBuf>,
+    fractional: FractionalVersion,
     state: Mutex<State>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -128,8 +132,12 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
 }
 
-/// Parses, validates and compiles `sources` into one set.
-pub fn build(sources: &[(String, Vec<u8>)]) -> Result<FlagSet, DefinitionErrors> {
+/// Parses, validates and compiles `sources` into one set, with `fractional`
+/// bucketing.
+pub fn build(
+    sources: &[(String, Vec<u8>)],
+    fractional: FractionalVersion,
+) -> Result<FlagSet, DefinitionErrors> {
     let mut parsed = Vec::new();
     let mut errors = Vec::new();
     for (name, content) in sources {
@@ -141,31 +149,57 @@ pub fn build(sources: &[(String, Vec<u8>)]) -> Result<FlagSet, DefinitionErrors>
     if !errors.is_empty() {
         return Err(DefinitionErrors(errors));
     }
-    Ok(definition::merge(parsed, definition::revision(sources)))
+    Ok(
+        definition::merge(parsed, definition::revision(sources))
+            .with_fractional_version(fractional),
+    )
 }
 
 /// Loads and compiles the flags at `path` (what `flags validate` checks).
-pub fn load_path(path: &Path) -> Result<FlagSet, DefinitionErrors> {
-    build(&read_source(path)?)
+pub fn load_path(path: &Path, fractional: FractionalVersion) -> Result<FlagSet, DefinitionErrors> {
+    build(&read_source(path)?, fractional)
+}
+
+/// Logs each load-time warning of `set` (file, flag and rule).
+fn log_warnings(set: &FlagSet) {
+    for warning in set.warnings() {
+        tracing::warn!(
+            file = %warning.file,
+            flag = warning.flag.as_deref().unwrap_or(""),
+            problem = %warning.problem,
+            "flag loaded with a problem flagd tolerates"
+        );
+    }
 }
 
 impl FlagStore {
     /// A store serving the built-in flags (see [`FlagSet::built_in`]), with
     /// no source to watch.
-    pub fn built_in(default_engine: &str, max_text_chars: usize) -> Self {
-        Self::with(FlagSet::built_in(default_engine, max_text_chars), None)
+    pub fn built_in(
+        default_engine: &str,
+        max_text_chars: usize,
+        fractional: FractionalVersion,
+    ) -> Self {
+        Self::with(
+            FlagSet::built_in(default_engine, max_text_chars).with_fractional_version(fractional),
+            None,
+        )
     }
 
-    /// Loads `path`; bad content is an error (at startup, refuse to start).
-    pub fn open(path: &Path) -> Result<Self, DefinitionErrors> {
-        let set = load_path(path)?;
+    /// Loads `path` with `fractional` bucketing; bad content is an error (at
+    /// startup, refuse to start). Load-time warnings are logged.
+    pub fn open(path: &Path, fractional: FractionalVersion) -> Result<Self, DefinitionErrors> {
+        let set = load_path(path, fractional)?;
+        log_warnings(&set);
         Ok(Self::with(set, Some(path.to_path_buf())))
     }
 
     fn with(set: FlagSet, path: Option<PathBuf>) -> Self {
+        let fractional = set.fractional_version();
         Self {
             current: ArcSwap::from_pointee(set),
             path,
+            fractional,
             state: Mutex::new(State {
                 loaded_at: SystemTime::now(),
                 last_error: None,
@@ -203,7 +237,7 @@ impl FlagStore {
                 // Same bad content as last time: already counted and logged.
                 return Err(DefinitionErrors(Vec::new()));
             }
-            build(&sources).map(Some).inspect_err(|_| {
+            build(&sources, self.fractional).map(Some).inspect_err(|_| {
                 self.lock().last_failed_revision = Some(revision.clone());
             })
         });
@@ -217,6 +251,7 @@ impl FlagStore {
             Ok(Some(set)) => {
                 let revision = set.revision.clone();
                 let keys = set.keys().len();
+                log_warnings(&set);
                 self.current.store(Arc::new(set));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 let mut state = self.lock();
@@ -270,6 +305,7 @@ impl FlagStore {
             last_error: state.last_error.clone(),
             reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            warnings: self.current.load().warnings().len() as u64,
         }
     }
 }

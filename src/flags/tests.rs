@@ -25,11 +25,12 @@ fn run(rule: Value, variants: &[&str], ctx: Value) -> (Option<String>, Reason) {
 
 /// Evaluates a bare JsonLogic expression against `data`.
 fn logic(rule: Value, data: Value) -> Value {
-    let compiled = rule::Rule::compile(&rule).expect("compiles");
+    let compiled = rule::Rule::compile(&rule, &mut Vec::new()).expect("compiles");
     let env = rule::Env {
         data: &data,
         flag_key: "flag",
         timestamp: 1_700_000_000,
+        fractional: FractionalVersion::V2,
     };
     compiled.evaluate(&env).expect("evaluates").into_owned()
 }
@@ -173,17 +174,22 @@ fn reasons_and_error_codes() {
     assert_eq!((r.variant, r.reason), (Some("a"), Reason::Default));
     let r = flags.evaluate("null-rule", &ctx);
     assert_eq!((r.variant, r.reason), (Some("b"), Reason::TargetingMatch));
+    // A rule naming a variant the flag lacks is flagd's GENERAL error.
     let r = flags.evaluate("unknown-name", &ctx);
-    assert_eq!((r.variant, r.reason), (Some("a"), Reason::Default));
+    assert_eq!(
+        (r.variant, r.reason, r.error),
+        (None, Reason::Error, Some(ErrorCode::General))
+    );
     let r = flags.evaluate("bool-rule", &ctx);
     assert_eq!(
         (r.value, r.reason),
         (Some(&json!("yes")), Reason::TargetingMatch)
     );
+    // A rule that fails while evaluating: flagd's PARSE_ERROR.
     let r = flags.string("failing", &ctx, "code-default");
     assert_eq!(
         (r.value, r.reason, r.error),
-        ("code-default", Reason::Error, Some(ErrorCode::General))
+        ("code-default", Reason::Error, Some(ErrorCode::ParseError))
     );
 }
 
@@ -282,7 +288,8 @@ fn jsonlogic_operators() {
             json!({"ends_with": [{"var": "email"}, "@example.com"]}),
             json!(true),
         ),
-        (json!({"ends_with": [{"var": "a"}, "1"]}), json!(false)),
+        // Not a string: null, as flagd (the default variant, not "false").
+        (json!({"ends_with": [{"var": "a"}, "1"]}), json!(null)),
         (json!({"sem_ver": ["v1.2.3", ">=", "1.2.0"]}), json!(true)),
         (json!({"sem_ver": ["1.2.3", "^", "2.0.0"]}), json!(false)),
         (json!({"sem_ver": ["1.2.3", "~", "1.2.9"]}), json!(true)),
@@ -332,10 +339,6 @@ fn bad_definitions_name_file_flag_and_problem() {
             "flag `f`: defaultVariant \"b\" is not among",
         ),
         (
-            r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"$ref": "nope"}}}}"#,
-            "unknown evaluator",
-        ),
-        (
             r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"frobnicate": [1]}}}}"#,
             "unknown operator `frobnicate`",
         ),
@@ -344,8 +347,12 @@ fn bad_definitions_name_file_flag_and_problem() {
             "state must be ENABLED or DISABLED",
         ),
         (
-            r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"sem_ver": [1, "=>", 2]}}}}"#,
-            "sem_ver",
+            r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": 7}}}"#,
+            "invalid type: integer `7`, expected a string",
+        ),
+        (
+            r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "metadata": {"o": {}}}}}"#,
+            "metadata `o` must be a string, number or boolean",
         ),
         (
             r#"{"$evaluators": {"x": {"$ref": "x"}}, "flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"$ref": "x"}}}}"#,
@@ -412,4 +419,92 @@ fn a_revision_identifies_content_not_its_source() {
             .revision,
         from_file.revision
     );
+}
+
+#[test]
+fn problems_flagd_tolerates_load_with_a_warning_naming_flag_and_rule() {
+    let content = json!({"flags": {
+        "ref": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a",
+            "targeting": {"if": [{"$ref": "nope"}, "a", null]}},
+        "semver-op": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+            "targeting": {"if": [{"sem_ver": ["1.0.0", "=>", "1.0.0"]}, "b", null]}},
+        "starts": {"state": "ENABLED", "variants": {"a": "a", "false": "f"}, "defaultVariant": "a",
+            "targeting": {"starts_with": ["abc"]}},
+        "weight": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+            "targeting": {"fractional": [["b", 0.5]]}},
+        "fine": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a"}
+    }});
+    let flags = set(content);
+    let warned: Vec<(&str, &str)> = flags
+        .warnings()
+        .iter()
+        .map(|w| (w.flag.as_deref().unwrap_or(""), w.problem.as_str()))
+        .collect();
+    assert_eq!(warned.len(), 4, "{warned:?}");
+    for (flag, needle) in [
+        ("ref", "`$ref` to unknown evaluator \"nope\""),
+        ("semver-op", "`sem_ver` operator must be one of"),
+        ("starts", "`starts_with` takes 2 arguments, got 1"),
+        ("weight", "`fractional` weight must be an integer"),
+    ] {
+        assert!(
+            warned.iter().any(|(f, p)| *f == flag && p.contains(needle)),
+            "{flag}: {warned:?}"
+        );
+    }
+    let ctx = Context::default();
+    let r = flags.evaluate("ref", &ctx);
+    assert_eq!(
+        (r.reason, r.error),
+        (Reason::Error, Some(ErrorCode::ParseError))
+    );
+    for key in ["semver-op", "starts", "weight"] {
+        let r = flags.evaluate(key, &ctx);
+        assert_eq!(
+            (r.variant, r.reason, r.error),
+            (Some("a"), Reason::Default, None),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn null_or_missing_default_variant_serves_the_code_default() {
+    let flags = set(json!({"flags": {
+        "null": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": null},
+        "missing": {"state": "ENABLED", "variants": {"on": true},
+            "targeting": {"if": [{"==": [{"var": "x"}, 1]}, "on", null]}}
+    }}));
+    let r = flags.evaluate("null", &Context::default());
+    assert_eq!(
+        (r.value, r.variant, r.reason, r.error),
+        (None, None, Reason::Default, None)
+    );
+    let r = flags.evaluate("missing", &Context::default());
+    assert_eq!((r.value, r.reason), (None, Reason::Default));
+    let hit = Context::from_json(json!({"x": 1})).expect("ctx");
+    let r = flags.evaluate("missing", &hit);
+    assert_eq!((r.variant, r.reason), (Some("on"), Reason::TargetingMatch));
+}
+
+#[test]
+fn metadata_is_merged_flag_over_set() {
+    let flags = set(json!({
+        "metadata": {"team": "search", "version": 1},
+        "flags": {
+            "f": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a",
+                "metadata": {"version": 2, "owner": "ana"}},
+            "g": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a"}
+        }
+    }));
+    let ctx = Context::default();
+    assert_eq!(
+        Value::Object(flags.evaluate("f", &ctx).metadata.clone()),
+        json!({"team": "search", "version": 2, "owner": "ana"})
+    );
+    assert_eq!(
+        Value::Object(flags.evaluate("g", &ctx).metadata.clone()),
+        json!({"team": "search", "version": 1})
+    );
+    assert!(flags.evaluate("nope", &ctx).metadata.is_empty());
 }

@@ -112,6 +112,7 @@ impl pb::admin_server::Admin for AdminService {
                     variant: r.variant.unwrap_or_default().to_owned(),
                     reason: r.reason.as_str().to_owned(),
                     error_code: r.error.map(|e| e.as_str().to_owned()).unwrap_or_default(),
+                    metadata_json: serde_json::Value::Object(r.metadata.clone()).to_string(),
                 }
             })
             .collect();

@@ -281,12 +281,13 @@ fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
-const FRACTIONAL: &str = r#"{"flags": {"fractional-flag": {
+const FRACTIONAL: &str = r#"{"metadata": {"team": "search"}, "flags": {"fractional-flag": {
     "state": "ENABLED",
     "variants": {"clubs": "clubs", "diamonds": "diamonds", "hearts": "hearts", "spades": "spades"},
     "defaultVariant": "clubs",
     "targeting": {"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "user.name"}]},
-        ["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]}
+        ["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]},
+    "metadata": {"rollout": 3}
 }, "off": {"state": "DISABLED", "variants": {"a": 1}, "defaultVariant": "a"}}}"#;
 
 #[test]
@@ -366,7 +367,8 @@ fn flags_eval_prints_flagd_style_json() {
     let one: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(
         one,
-        serde_json::json!({"key": "fractional-flag", "value": "hearts", "variant": "hearts", "reason": "TARGETING_MATCH"})
+        serde_json::json!({"key": "fractional-flag", "value": "hearts", "variant": "hearts",
+            "reason": "TARGETING_MATCH", "metadata": {"team": "search", "rollout": 3}})
     );
 
     let (code, stdout, _) = eval(&["--context", r#"{"user": {"name": "queen"}}"#]);
@@ -376,17 +378,70 @@ fn flags_eval_prints_flagd_style_json() {
     assert_eq!(all["off"]["reason"], "DISABLED");
     assert_eq!(all["off"]["value"], serde_json::Value::Null);
 
+    // An error result exits 1, so a script can tell.
     let (code, stdout, _) = eval(&["--flag", "nope"]);
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(1));
     let missing: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(
         (missing["reason"].as_str(), missing["errorCode"].as_str()),
         (Some("ERROR"), Some("FLAG_NOT_FOUND"))
     );
 
+    // Typed evaluation: a string variant asked for as an integer.
+    let (code, stdout, _) = eval(&["--flag", "fractional-flag", "--type", "integer"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let typed: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(typed["errorCode"], "TYPE_MISMATCH");
+    let (code, stdout, _) = eval(&["--flag", "fractional-flag", "--type", "string"]);
+    assert_eq!(code, Some(0), "{stdout}");
+
+    // v3 bucketing of the same user, as the testbed's vector has it
+    // (gherkin/targeting.feature, `@fractional-v3`: jack is in diamonds).
+    let (code, stdout, _) = eval(&[
+        "--flag",
+        "fractional-flag",
+        "--fractional-version",
+        "v3",
+        "--context",
+        r#"{"user": {"name": "jack"}}"#,
+    ]);
+    assert_eq!(code, Some(0));
+    let v3: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v3["variant"], "diamonds");
+
     let (code, _, stderr) = eval(&["--context", "[1, 2]"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--context"), "{stderr}");
+}
+
+#[test]
+fn flags_validate_lists_tolerated_problems_as_warnings_and_exits_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "warn.json",
+        r#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": null,
+            "targeting": {"if": [{"sem_ver": [{"var": "v"}, "=>", "1.0.0"]}, "a", null]}}}}"#,
+    );
+    let out = Command::new(BIN)
+        .args(["flags", "validate", &file])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(1 flags, revision"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "warning: {file}: flag `f`: targeting: `sem_ver` operator"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -237,24 +237,24 @@ async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
             "flag `detector-engine`: defaultVariant",
         ),
         (
-            "unresolvable $ref",
+            "a $ref cycle",
             vec![(
                 "flags.json",
-                flag(
-                    serde_json::json!({"state": "ENABLED", "variants": variants, "defaultVariant": "whatlang", "targeting": {"$ref": "missing"}}),
-                ),
+                serde_json::json!({"$evaluators": {"loop": {"$ref": "loop"}}, "flags": {"detector-engine":
+                    {"state": "ENABLED", "variants": variants, "defaultVariant": "whatlang", "targeting": {"$ref": "loop"}}}})
+                .to_string(),
             )],
-            "unknown evaluator",
+            "`$ref` cycle",
         ),
         (
             "rule that does not compile",
             vec![(
                 "flags.json",
                 flag(
-                    serde_json::json!({"state": "ENABLED", "variants": variants, "defaultVariant": "whatlang", "targeting": {"fractional": [["lingua", "many"]]}}),
+                    serde_json::json!({"state": "ENABLED", "variants": variants, "defaultVariant": "whatlang", "targeting": {"frobnicate": [1]}}),
                 ),
             )],
-            "weight must be a number",
+            "unknown operator `frobnicate`",
         ),
         ("empty file", vec![("flags.json", String::new())], "empty"),
         ("over 1 MiB", vec![("flags.json", huge)], "1 MiB"),

@@ -33,6 +33,35 @@ pub fn venv_tool(env_var: &str, name: &str) -> PathBuf {
     path
 }
 
+/// Runs `script` with the test venv's Python (`$SWITCHYARD_PYTHON`), `args`
+/// after it and `input` on stdin; returns stdout, failing the test with
+/// stderr and `what` when the script fails.
+pub fn python(script: &str, args: &[&str], input: &str, what: &str) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(venv_tool("SWITCHYARD_PYTHON", "python"))
+        .args(["-c", script])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("python finishes");
+    assert!(
+        out.status.success(),
+        "{what}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// kubectl (`$SWITCHYARD_KUBECTL` or the one on PATH), for
 /// `kubectl kustomize`, which renders offline.
 pub fn kubectl() -> PathBuf {

@@ -4,15 +4,13 @@
 //! by `scripts/test`), and the counts must match the calls made.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use tonic::transport::Channel;
 
 use crate::helpers::TestApp;
-use crate::kube::venv_tool;
+use crate::kube::python;
 
 /// One sample: metric name, labels, value.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -33,26 +31,13 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         out.append({'name': s.name, 'labels': s.labels, 'value': s.value})
 print(json.dumps(out))
 ";
-    let mut child = Command::new(venv_tool("SWITCHYARD_PYTHON", "python"))
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write metrics");
-    let out = child.wait_with_output().expect("parser finishes");
-    assert!(
-        out.status.success(),
-        "the Prometheus parser rejected /metrics:\n{}\n--- text ---\n{text}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python(
+        SCRIPT,
+        &[],
+        text,
+        &format!("the Prometheus parser rejected /metrics (text below)\n--- text ---\n{text}"),
     );
-    serde_json::from_slice(&out.stdout).expect("parser output")
+    serde_json::from_slice(&stdout).expect("parser output")
 }
 
 /// The value of the sample `name` whose labels include all of `labels`
