@@ -125,7 +125,7 @@ pub struct ServeArgs {
     /// Largest request message in bytes [default: 4194304] (server.max_decoding_message_size).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub max_decoding_message_size: Option<String>,
-    /// whatlang | lingua [default: whatlang] (detector.default_engine).
+    /// whatlang | lingua [default: lingua] (detector.default_engine).
     #[arg(long, value_name = "ENGINE")]
     pub default_engine: Option<String>,
     /// Seconds of runtime stall before liveness fails [default: 10] (health.liveness_stall_threshold).

@@ -22,6 +22,8 @@
 //!   method each, every log line timed from the stop signal.
 //! - [`engine`]: the two detection engines (`whatlang`, `lingua`) behind one
 //!   trait, and the loader that readies them at startup.
+//! - [`accuracy`]: how often each engine is right on the project's labelled
+//!   evaluation set, for BENCHMARKS.md and the test suite's accuracy floor.
 //! - [`detection`]: the domain service: validates input, sheds load above the
 //!   concurrency limit, asks [`release`] which engine answers and runs it.
 //! - [`release`]: the per-request decisions read from the flags: which
@@ -64,6 +66,7 @@
 //! [`detection::Outcome`], which the edge turns back into a `DetectResponse`.
 #![forbid(unsafe_code)]
 
+pub mod accuracy;
 pub mod admin_http;
 pub mod check;
 pub mod cli;

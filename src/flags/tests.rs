@@ -387,13 +387,13 @@ fn the_built_in_flags_are_valid() {
         ["dark-launch-engine", "detector-engine", "max-text-chars"]
     );
     let ctx = Context::default();
-    assert_eq!(flags.string("detector-engine", &ctx, "x").value, "whatlang");
+    assert_eq!(flags.string("detector-engine", &ctx, "x").value, "lingua");
     assert_eq!(flags.string("dark-launch-engine", &ctx, "x").value, "off");
     assert_eq!(flags.integer("max-text-chars", &ctx, 0).value, 10_000);
-    let configured = FlagSet::built_in("lingua", 42);
+    let configured = FlagSet::built_in("whatlang", 42);
     assert_eq!(
         configured.string("detector-engine", &ctx, "x").value,
-        "lingua"
+        "whatlang"
     );
     assert_eq!(configured.integer("max-text-chars", &ctx, 0).value, 42);
 }

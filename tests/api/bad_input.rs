@@ -9,7 +9,7 @@ use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use tonic::Code;
 
-use crate::helpers::{SlowLoader, TestApp, settings};
+use crate::helpers::{SLOW_ENGINE, SlowLoader, TestApp, settings};
 
 #[tokio::test]
 async fn empty_or_blank_text_is_invalid_argument() {
@@ -76,10 +76,13 @@ async fn a_message_over_the_decode_limit_is_resource_exhausted() {
 
 #[tokio::test]
 async fn a_client_deadline_ends_the_call_with_deadline_exceeded() {
-    let app = TestApp::spawn_with(settings(&[]), Arc::new(SlowLoader(Duration::from_secs(3))))
-        .await
-        .ready()
-        .await;
+    let app = TestApp::spawn_with(
+        settings(&[SLOW_ENGINE]),
+        Arc::new(SlowLoader(Duration::from_secs(3))),
+    )
+    .await
+    .ready()
+    .await;
     // A raw HTTP/2 client: tonic's channel arms its own timer from the
     // grpc-timeout header, which would race the server's answer on a busy
     // machine. Here nothing but the server can end the call.
@@ -137,7 +140,7 @@ async fn a_client_deadline_ends_the_call_with_deadline_exceeded() {
 #[tokio::test]
 async fn calls_above_the_concurrency_limit_are_shed_not_queued() {
     let app = TestApp::spawn_with(
-        settings(&[("server.max_concurrent_requests", "2")]),
+        settings(&[("server.max_concurrent_requests", "2"), SLOW_ENGINE]),
         Arc::new(SlowLoader(Duration::from_millis(1000))),
     )
     .await

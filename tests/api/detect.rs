@@ -100,7 +100,8 @@ async fn lingua_detects_every_supported_language() {
 #[tokio::test]
 async fn the_engines_differ_where_the_brief_says_they_do() {
     let text = "Zero downtime deployments with Kubernetes";
-    for (engine, expected) in [("whatlang", "pt"), ("lingua", "en")] {
+    // whatlang leads with Portuguese by too little to be reliable: und.
+    for (engine, expected) in [("whatlang", "und"), ("lingua", "en")] {
         let app = TestApp::spawn_with(
             settings(&[("detector.default_engine", engine)]),
             Arc::new(RealEngines),

@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{SlowLoader, TestApp, settings};
+use crate::helpers::{SLOW_ENGINE, SlowLoader, TestApp, settings};
 
 fn serving(
     reply: Option<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>,
@@ -140,7 +140,7 @@ async fn the_five_steps_in_order() {
 #[tokio::test]
 async fn an_in_flight_unary_call_completes_during_the_drain() {
     let app = TestApp::spawn_with(
-        settings(&[("drain.delay", "0.1"), ("drain.timeout", "5")]),
+        settings(&[("drain.delay", "0.1"), ("drain.timeout", "5"), SLOW_ENGINE]),
         Arc::new(SlowLoader(Duration::from_millis(1500))),
     )
     .await
@@ -167,7 +167,7 @@ async fn an_in_flight_unary_call_completes_during_the_drain() {
 #[tokio::test]
 async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
     let app = TestApp::spawn_with(
-        settings(&[("drain.delay", "0"), ("drain.timeout", "0.5")]),
+        settings(&[("drain.delay", "0"), ("drain.timeout", "0.5"), SLOW_ENGINE]),
         Arc::new(SlowLoader(Duration::from_secs(3))),
     )
     .await

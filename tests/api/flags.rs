@@ -437,14 +437,15 @@ async fn a_dark_launch_never_changes_or_delays_a_reply_and_sheds_when_saturated(
     .await
     .ready()
     .await;
-    // whatlang says pt here, lingua says en: every comparison is a mismatch.
+    // whatlang says und here (its guess, pt, is not reliable), lingua says
+    // en: every comparison is a mismatch.
     let text = "Zero downtime deployments with Kubernetes";
     let started = Instant::now();
     for _ in 0..10 {
         let reply = app.detect(text, "alice").await.expect("detect");
         assert_eq!(
             (reply.engine.as_str(), reply.language.as_str()),
-            ("whatlang", "pt"),
+            ("whatlang", "und"),
             "the candidate is never served"
         );
     }

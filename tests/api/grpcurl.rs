@@ -97,8 +97,8 @@ async fn detect_and_health_check_as_printed_in_the_readme() {
     ])
     .await;
     let reply: serde_json::Value = serde_json::from_str(&reply).expect("JSON reply");
-    assert_eq!(reply["language"], "pt", "whatlang's answer: {reply}");
-    assert_eq!(reply["engine"], "whatlang");
+    assert_eq!(reply["language"], "en", "lingua's answer: {reply}");
+    assert_eq!(reply["engine"], "lingua");
     assert_eq!(reply["servedBy"]["track"], "stable");
 
     let health = run(&[

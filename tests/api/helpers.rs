@@ -350,8 +350,13 @@ impl Engine for SlowEngine {
     }
 }
 
-/// Loads a [`SlowEngine`] as whatlang and the real lingua.
+/// Loads a [`SlowEngine`] as whatlang and the real lingua. Tests that hold
+/// a call with it serve with whatlang: [`SLOW_ENGINE`].
 pub struct SlowLoader(pub Duration);
+
+/// The setting that makes [`SlowLoader`]'s slow engine the one that answers
+/// (lingua is the default).
+pub const SLOW_ENGINE: (&str, &str) = ("detector.default_engine", "whatlang");
 
 impl EngineLoader for SlowLoader {
     fn load(&self) -> Result<Engines, EngineError> {

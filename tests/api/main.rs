@@ -2,6 +2,7 @@
 //! real server on 127.0.0.1 (port 0) with a real tonic client, or runs the
 //! real binary.
 
+mod accuracy;
 mod admin;
 mod bad_input;
 mod binary;

@@ -143,7 +143,7 @@ async fn red_metrics_count_exactly_the_calls_made() {
             &samples,
             "switchyard_detections_total",
             &[
-                ("engine", "whatlang"),
+                ("engine", "lingua"),
                 ("language", "de"),
                 ("shadow", "false")
             ]
@@ -154,7 +154,7 @@ async fn red_metrics_count_exactly_the_calls_made() {
         value(
             &samples,
             "switchyard_engine_seconds_count",
-            &[("engine", "whatlang")]
+            &[("engine", "lingua")]
         ),
         7.0
     );
@@ -164,7 +164,7 @@ async fn red_metrics_count_exactly_the_calls_made() {
             "switchyard_flag_evaluations_total",
             &[
                 ("flag", "detector-engine"),
-                ("variant", "whatlang"),
+                ("variant", "lingua"),
                 ("reason", "STATIC")
             ]
         ),
@@ -339,4 +339,30 @@ async fn unknown_methods_share_one_label_and_shadow_traffic_is_apart() {
         value(&samples, "grpc_server_handled_total", &ok("true")),
         5.0
     );
+}
+
+#[tokio::test]
+async fn und_answers_are_counted_per_engine() {
+    let app = TestApp::spawn().await;
+    for _ in 0..2 {
+        let reply = app.detect("12345 67890 !!! ???", "u").await.expect("ok");
+        assert_eq!(reply.language, "und");
+    }
+    app.detect("Das ist ein ganz gewöhnlicher deutscher Satz", "u")
+        .await
+        .expect("ok");
+    let samples = scrape(&app).await;
+    let detections = |language| {
+        value(
+            &samples,
+            "switchyard_detections_total",
+            &[
+                ("engine", "lingua"),
+                ("language", language),
+                ("shadow", "false"),
+            ],
+        )
+    };
+    assert_eq!(detections("und"), 2.0);
+    assert_eq!(detections("de"), 1.0);
 }

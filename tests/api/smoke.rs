@@ -72,14 +72,14 @@ async fn a_healthy_replica_passes_with_one_ok_line_per_check_in_order() {
     assert!(
         lines[1].contains("switchyard.v1.Detector, switchyard.v1.Admin, grpc.health.v1.Health")
     );
-    assert!(lines[2].contains("engine whatlang"), "{}", lines[2]);
+    assert!(lines[2].contains("engine lingua"), "{}", lines[2]);
     assert!(lines[3].contains("flags revision "), "{}", lines[3]);
 }
 
 #[tokio::test]
-async fn every_sentence_is_also_right_for_the_accurate_engine() {
+async fn every_sentence_is_also_right_for_the_fast_engine() {
     let app = TestApp::spawn_with(
-        settings(&[("detector.default_engine", "lingua")]),
+        settings(&[("detector.default_engine", "whatlang")]),
         Arc::new(RealEngines),
     )
     .await
@@ -94,7 +94,7 @@ async fn every_sentence_is_also_right_for_the_accurate_engine() {
     let checks: Vec<Check> = report.passed.iter().map(|p| p.check).collect();
     assert_eq!(checks, Check::ALL);
     assert!(
-        report.passed[2].detail.contains("engine lingua"),
+        report.passed[2].detail.contains("engine whatlang"),
         "{:?}",
         report.passed[2]
     );

@@ -195,6 +195,9 @@ async fn server_spans_join_w3c_and_b3_traces_and_are_flushed_on_drain() {
             "canary",
             "--drain-delay",
             "0",
+            // whatlang serves so that lingua, the candidate, runs apart.
+            "--default-engine",
+            "whatlang",
             "--flags",
             flags.path().to_str().expect("utf-8 path"),
         ],
