@@ -24,6 +24,8 @@
 //!   concurrency limit, asks [`release`] which engine answers and runs it.
 //! - [`release`]: the per-request decisions read from the flags: which
 //!   engine answers, which candidate runs dark, the live input limit.
+//! - [`fault`]: fault injection by flag (`fault-injection`): aborts and
+//!   delays on a share of Detect calls, to rehearse a rollback.
 //! - [`flags`]: flagd-format feature flags: the compiled evaluator and the
 //!   hot-reloading store over a mounted ConfigMap.
 //! - [`dark_launch`]: candidates run off the request path, bounded, compared.
@@ -69,6 +71,7 @@ pub mod configuration;
 pub mod dark_launch;
 pub mod detection;
 pub mod engine;
+pub mod fault;
 pub mod flags;
 pub mod grpc;
 pub mod health;

@@ -139,6 +139,12 @@ fn compile_flag(key: &str, raw: RawFlag, evaluators: &Map<String, Value>) -> Res
                     .join(", ")
             )
         })?;
+    if key == crate::fault::FLAG {
+        // A value the request path could not apply must not load.
+        for (name, value) in &variants {
+            crate::fault::FaultSpec::parse(value).map_err(|e| format!("variant {name:?}: {e}"))?;
+        }
+    }
     let targeting = match raw.targeting {
         None => None,
         Some(Value::Object(map)) if map.is_empty() => None,

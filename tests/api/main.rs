@@ -3,12 +3,15 @@
 //! real binary.
 
 mod admin;
+mod alerts;
 mod bad_input;
+mod canary_analysis;
 mod binary;
 mod dashboard;
 mod detect;
 mod drain;
 mod envoy;
+mod fault_injection;
 mod flags;
 mod grpcurl;
 mod health;
