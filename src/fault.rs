@@ -95,7 +95,9 @@ fn percent(value: f64, part: &str) -> Result<f64, String> {
     if value.is_finite() && (0.0..=100.0).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("`{part}.percent` must be between 0 and 100, got {value}"))
+        Err(format!(
+            "`{part}.percent` must be between 0 and 100, got {value}"
+        ))
     }
 }
 
@@ -221,7 +223,9 @@ impl FaultInjector {
     }
 
     fn record(&self, kind: &'static str, code: &'static str) {
-        self.injected.get_or_create(&FaultLabels { kind, code }).inc();
+        self.injected
+            .get_or_create(&FaultLabels { kind, code })
+            .inc();
         let since = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self
             .last_log
@@ -288,18 +292,36 @@ mod tests {
             (json!(5), "null, \"off\" or an object"),
             (json!({}), "needs `abort` or `delay`"),
             (json!({"abort": {"code": "OK", "percent": 5}}), "abort.code"),
-            (json!({"abort": {"code": "unavailable", "percent": 5}}), "abort.code"),
-            (json!({"abort": {"code": "UNAVAILABLE", "percent": 101}}), "abort.percent"),
-            (json!({"abort": {"code": "UNAVAILABLE", "percent": -1}}), "abort.percent"),
+            (
+                json!({"abort": {"code": "unavailable", "percent": 5}}),
+                "abort.code",
+            ),
+            (
+                json!({"abort": {"code": "UNAVAILABLE", "percent": 101}}),
+                "abort.percent",
+            ),
+            (
+                json!({"abort": {"code": "UNAVAILABLE", "percent": -1}}),
+                "abort.percent",
+            ),
             (json!({"abort": {"code": "UNAVAILABLE"}}), "percent"),
             (json!({"delay": {"ms": 0, "percent": 5}}), "delay.ms"),
             (json!({"delay": {"ms": 10_001, "percent": 5}}), "delay.ms"),
-            (json!({"delay": {"ms": 200, "percent": 5, "jitter": 1}}), "jitter"),
-            (json!({"abort": {"code": "UNAVAILABLE", "percent": 5}, "drop": {}}), "drop"),
+            (
+                json!({"delay": {"ms": 200, "percent": 5, "jitter": 1}}),
+                "jitter",
+            ),
+            (
+                json!({"abort": {"code": "UNAVAILABLE", "percent": 5}, "drop": {}}),
+                "drop",
+            ),
         ];
         for (value, expected) in cases {
             let err = FaultSpec::parse(&value).expect_err(&value.to_string());
-            assert!(err.contains(expected), "{value}: {err:?} lacks {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{value}: {err:?} lacks {expected:?}"
+            );
         }
     }
 

@@ -41,6 +41,8 @@
 //! - [`shutdown`]: stop signals and the drain outcome (exit codes).
 //! - [`check`]: the `switchyard check` health-probe client.
 //! - [`smoke`]: `switchyard smoke`, the post-deploy smoke test.
+//! - [`smoke_webhook`]: `switchyard smoke-webhook`, the smoke test behind
+//!   an HTTP webhook (Flagger's pre-rollout hook).
 //! - [`watch`]: `switchyard watch`, live shares and failures during a
 //!   release; its statistics ([`watch::Tally`]) are pure and unit tested.
 //! - [`client`]: what those client tools share (`--addr`, status code names).
@@ -79,6 +81,7 @@ pub mod metrics;
 pub mod release;
 pub mod shutdown;
 pub mod smoke;
+pub mod smoke_webhook;
 pub mod startup;
 pub mod telemetry;
 pub mod watch;

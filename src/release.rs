@@ -119,7 +119,10 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
 pub fn fault(
     flags: &FlagSet,
     ctx: &Context,
-) -> (Option<FaultSpec>, Option<(&'static str, Option<String>, Reason)>) {
+) -> (
+    Option<FaultSpec>,
+    Option<(&'static str, Option<String>, Reason)>,
+) {
     let resolution = flags.evaluate(FAULT_FLAG, ctx);
     if resolution.error == Some(ErrorCode::FlagNotFound) {
         return (None, None);

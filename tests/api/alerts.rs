@@ -91,7 +91,11 @@ fn alert_names(groups: &Value) -> Vec<String> {
 #[test]
 fn promtool_accepts_the_prometheus_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ok, output) = promtool(dir.path(), &rule_groups(), &["check", "rules", "rules.yaml"]);
+    let (ok, output) = promtool(
+        dir.path(),
+        &rule_groups(),
+        &["check", "rules", "rules.yaml"],
+    );
     assert!(ok, "promtool check rules:\n{output}");
     assert!(output.contains("SUCCESS"), "{output}");
 }
@@ -116,7 +120,9 @@ fn every_alert_fires_on_a_burn_and_stays_quiet_when_healthy() {
         let of = |firing: bool| {
             cases.iter().any(|c| {
                 c["alertname"] == alert.as_str()
-                    && c["exp_alerts"].as_array().is_some_and(|a| a.is_empty() != firing)
+                    && c["exp_alerts"]
+                        .as_array()
+                        .is_some_and(|a| a.is_empty() != firing)
             })
         };
         assert!(of(true), "{alert}: no unit test where it fires");

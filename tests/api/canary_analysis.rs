@@ -117,7 +117,10 @@ impl Prometheus {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(addr, "/-/ready").await.map(|(code, _)| code) != Some(200) {
-            assert!(Instant::now() < deadline, "Prometheus not ready within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         prometheus
@@ -230,7 +233,11 @@ impl Check {
             .replace("{{args.stable-hash}}", STABLE_HASH)
             .replace("{{ namespace }}", namespace)
             .replace("{{ target }}", TARGET);
-        assert!(!q.contains("{{"), "{}: unsubstituted argument in {q}", self.name);
+        assert!(
+            !q.contains("{{"),
+            "{}: unsubstituted argument in {q}",
+            self.name
+        );
         q
     }
 }
@@ -413,7 +420,8 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
 
     // Arrange: the replicas, each with its own flags.
     let stable_flags = ConfigMapDir::new(&[("flags.json", &flags("off", None, "off"))]);
-    let mirror_rule = json!({"if": [{"==": [{"var": "user-group"}, "mirror"]}, "unavailable-100", "off"]});
+    let mirror_rule =
+        json!({"if": [{"==": [{"var": "user-group"}, "mirror"]}, "unavailable-100", "off"]});
     let canary_flags = [
         flags("off", None, "whatlang"), // healthy, with a dark launch in flight
         flags("unavailable-5", None, "off"),
@@ -447,7 +455,9 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     let authority = "switchyard.switchyard.svc.cluster.local:50051";
     let mirrored = "switchyard.switchyard.svc.cluster.local-shadow:50051";
     let stable_client = client(&stable, authority).await;
-    let mut runs = vec![tokio::spawn(load(move |_| detect(&stable_client, TEXT, None)))];
+    let mut runs = vec![tokio::spawn(load(move |_| {
+        detect(&stable_client, TEXT, None)
+    }))];
     for (namespace, canary) in SCENARIOS.iter().zip(&canaries) {
         let real = client(canary, authority).await;
         let invalid = *namespace == "invalid";
@@ -486,7 +496,10 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
             if scraped >= counted {
                 break;
             }
-            assert!(Instant::now() < deadline, "{namespace}: {scraped} of {counted} scraped");
+            assert!(
+                Instant::now() < deadline,
+                "{namespace}: {scraped} of {counted} scraped"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -499,7 +512,11 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
             assert_eq!(result.len(), 1, "{namespace} {}: {result:?}", check.name);
             let value = result[0].1;
             let pass = check.condition.passes(value);
-            eprintln!("{namespace:8} {:32} {value:>10.4} {}", check.name, if pass { "pass" } else { "FAIL" });
+            eprintln!(
+                "{namespace:8} {:32} {value:>10.4} {}",
+                check.name,
+                if pass { "pass" } else { "FAIL" }
+            );
             verdicts.insert((namespace, check.name.clone()), (value, pass));
         }
     }
@@ -533,12 +550,18 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     // itself, so every comparison matched (informational only).
     for namespace in SCENARIOS {
         let dark = &verdicts[&(namespace, "argo/dark-launch-mismatch".to_owned())];
-        assert_eq!(dark.0, 0.0, "{namespace}: no dark launch or no mismatch reads 0");
+        assert_eq!(
+            dark.0, 0.0,
+            "{namespace}: no dark launch or no mismatch reads 0"
+        );
     }
     let compared = prometheus
         .query("sum(switchyard_dark_launch_total{namespace=\"healthy\", outcome=\"match\"})")
         .await;
-    assert!(compared.first().is_some_and(|s| s.1 > 0.0), "no dark-launch comparisons: {compared:?}");
+    assert!(
+        compared.first().is_some_and(|s| s.1 > 0.0),
+        "no dark-launch comparisons: {compared:?}"
+    );
 
     // The clients' errors and the mirrored failures were really there.
     let seen = |q: String| {
@@ -554,18 +577,31 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
         "sum(grpc_server_handled_total{{namespace=\"shadow\", pod=\"{CANARY_POD}\", shadow=\"true\", grpc_code=\"Unavailable\"}})"
     ))
     .await;
-    assert!(shadow_failed > 50.0, "{shadow_failed} failed mirrored calls");
+    assert!(
+        shadow_failed > 50.0,
+        "{shadow_failed} failed mirrored calls"
+    );
     // The control: without its shadow="false" matcher, the success rate
     // sees the mirrored failures and fails the shadow canary.
-    let success = argo.iter().find(|c| c.name == "argo/success-rate").expect("success-rate");
-    let unfiltered = success.query_for("shadow").replace(", shadow=\"false\"", "");
+    let success = argo
+        .iter()
+        .find(|c| c.name == "argo/success-rate")
+        .expect("success-rate");
+    let unfiltered = success
+        .query_for("shadow")
+        .replace(", shadow=\"false\"", "");
     let value = prometheus.query(&unfiltered).await[0].1;
-    assert!(!success.condition.passes(value), "mirrored failures unseen: {value}");
+    assert!(
+        !success.condition.passes(value),
+        "mirrored failures unseen: {value}"
+    );
 
     // The PrometheusRule on the same data: per-version recording rules (the
     // build_info join) and the availability page for the aborting canary only.
     let by_version = prometheus
-        .query("namespace_version_track:switchyard_detect_success:ratio_rate1m{namespace=\"abort\"}")
+        .query(
+            "namespace_version_track:switchyard_detect_success:ratio_rate1m{namespace=\"abort\"}",
+        )
         .await;
     let ratio = |version: &str| {
         by_version

@@ -54,7 +54,10 @@ async fn injected(app: &TestApp, kind: &str, code: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }
 
-async fn detect_as(app: &TestApp, group: Option<&str>) -> Result<pb::DetectResponse, tonic::Status> {
+async fn detect_as(
+    app: &TestApp,
+    group: Option<&str>,
+) -> Result<pb::DetectResponse, tonic::Status> {
     let mut request = tonic::Request::new(pb::DetectRequest {
         text: ENGLISH.into(),
     });
@@ -92,7 +95,10 @@ async fn an_abort_fails_detect_and_detect_stream_with_its_code_and_is_counted() 
     assert_eq!(first.expect_err("aborted").code(), Code::Unavailable);
 
     // Health and Admin are never touched.
-    assert_eq!(app.check("readiness").await.expect("check"), ServingStatus::Serving);
+    assert_eq!(
+        app.check("readiness").await.expect("check"),
+        ServingStatus::Serving
+    );
     assert_eq!(app.check("").await.expect("check"), ServingStatus::Serving);
     let info = app.info().await;
     assert!(!info.version.is_empty());
@@ -107,7 +113,11 @@ async fn a_delay_holds_the_call_then_serves_it() {
     let app = app_with(&cm, &[]).await;
     let started = Instant::now();
     let reply = app.detect(ENGLISH, "alice").await.expect("served");
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(reply.language, "en");
     assert_eq!(injected(&app, "delay", "").await, 1.0);
     // The health check is not delayed.
@@ -141,7 +151,9 @@ async fn targeting_aims_faults_at_the_canary_track_or_a_user_group() {
     let canary = app_with(&cm, &[("deployment.track", "canary")]).await;
 
     detect_as(&stable, None).await.expect("stable serves");
-    let status = detect_as(&stable, Some("beta")).await.expect_err("beta aborted");
+    let status = detect_as(&stable, Some("beta"))
+        .await
+        .expect_err("beta aborted");
     assert_eq!(status.code(), Code::Unavailable);
     let status = detect_as(&canary, None).await.expect_err("canary aborted");
     assert_eq!(status.code(), Code::Unavailable);
@@ -166,9 +178,15 @@ async fn the_percentage_is_the_share_of_calls_aborted() {
         }
     }
     // 100 expected; the bounds are more than 4 standard deviations away.
-    assert!((60..140).contains(&internal), "{internal} of 500 aborted at 20 %");
+    assert!(
+        (60..140).contains(&internal),
+        "{internal} of 500 aborted at 20 %"
+    );
     assert_eq!(ok + internal, 500);
-    assert_eq!(injected(&app, "abort", "Internal").await, f64::from(internal));
+    assert_eq!(
+        injected(&app, "abort", "Internal").await,
+        f64::from(internal)
+    );
 }
 
 #[tokio::test]
@@ -186,9 +204,7 @@ async fn a_bad_variant_keeps_the_last_good_flags_serving() {
     cm.update(&[("flags.json", &bad)]);
     let info = app
         .info_until(Duration::from_secs(10), "the bad set refused", |i| {
-            i.flags
-                .as_ref()
-                .is_some_and(|f| !f.last_error.is_empty())
+            i.flags.as_ref().is_some_and(|f| !f.last_error.is_empty())
         })
         .await;
     let flags = info.flags.expect("flags");
@@ -199,7 +215,9 @@ async fn a_bad_variant_keeps_the_last_good_flags_serving() {
         flags.last_error
     );
     for _ in 0..20 {
-        app.detect(ENGLISH, "alice").await.expect("nothing injected");
+        app.detect(ENGLISH, "alice")
+            .await
+            .expect("nothing injected");
     }
 
     // Mended: the next load succeeds and the fault applies.

@@ -5,8 +5,8 @@
 mod admin;
 mod alerts;
 mod bad_input;
-mod canary_analysis;
 mod binary;
+mod canary_analysis;
 mod dashboard;
 mod detect;
 mod drain;
