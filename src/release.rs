@@ -36,7 +36,7 @@ pub struct Decision {
     /// Flag errors met while deciding (each served the code default).
     pub errors: Vec<(&'static str, ErrorCode)>,
     /// Each flag evaluated: (flag, variant served, reason), for metrics.
-    pub evaluations: [(&'static str, Option<String>, Reason); 3],
+    pub evaluations: [Evaluation; 3],
 }
 
 /// Decides for `ctx` with `flags`; the configured defaults serve whenever a
@@ -112,17 +112,15 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
     }
 }
 
+/// One flag evaluation, for `switchyard_flag_evaluations_total`: the flag,
+/// the variant served, the reason.
+pub type Evaluation = (&'static str, Option<String>, Reason);
+
 /// The fault to inject into one call, from the same flag set and context as
 /// [`decide`], and the evaluation for metrics (`None` when the flag is not
 /// defined: most flag sets do not have it, and the metric would only grow).
 /// A missing, disabled or broken flag injects nothing.
-pub fn fault(
-    flags: &FlagSet,
-    ctx: &Context,
-) -> (
-    Option<FaultSpec>,
-    Option<(&'static str, Option<String>, Reason)>,
-) {
+pub fn fault(flags: &FlagSet, ctx: &Context) -> (Option<FaultSpec>, Option<Evaluation>) {
     let resolution = flags.evaluate(FAULT_FLAG, ctx);
     if resolution.error == Some(ErrorCode::FlagNotFound) {
         return (None, None);
