@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +33,7 @@ use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::alerts::{prometheus_tool, rule_groups};
-use crate::helpers::{ConfigMapDir, TestApp, settings};
+use crate::helpers::{ConfigMapDir, TestApp};
 use crate::kube;
 
 const TEXT: &str = "Good morning, how are you? Today we are going to the market together.";
@@ -360,29 +359,12 @@ fn detect(
     }
 }
 
-async fn client(app: &TestApp, authority: &str) -> DetectorClient<Channel> {
-    let channel = Channel::from_shared(app.endpoint())
-        .expect("valid uri")
-        .origin(format!("http://{authority}").parse().expect("origin"))
-        .connect()
-        .await
-        .expect("connects");
-    DetectorClient::new(channel)
-}
-
 /// A replica with `flags` as its ConfigMap.
 async fn replica(track: &str, version: &str, flags: &ConfigMapDir) -> TestApp {
-    let path = flags.path().to_str().expect("utf-8").to_owned();
-    TestApp::spawn_with(
-        settings(&[
-            ("flags.path", path.as_str()),
-            ("deployment.track", track),
-            ("deployment.version", version),
-        ]),
-        Arc::new(RealEngines),
+    TestApp::spawn_on_flags(
+        flags,
+        &[("deployment.track", track), ("deployment.version", version)],
     )
-    .await
-    .ready()
     .await
 }
 
@@ -454,12 +436,12 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     // Act: every replica under load at once.
     let authority = "switchyard.switchyard.svc.cluster.local:50051";
     let mirrored = "switchyard.switchyard.svc.cluster.local-shadow:50051";
-    let stable_client = client(&stable, authority).await;
+    let stable_client = stable.detector_as(authority).await;
     let mut runs = vec![tokio::spawn(load(move |_| {
         detect(&stable_client, TEXT, None)
     }))];
     for (namespace, canary) in SCENARIOS.iter().zip(&canaries) {
-        let real = client(canary, authority).await;
+        let real = canary.detector_as(authority).await;
         let invalid = *namespace == "invalid";
         runs.push(tokio::spawn(load(move |n| {
             // A fifth of the calls are clients' mistakes (empty text).
@@ -467,7 +449,7 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
             detect(&real, text, None)
         })));
         if *namespace == "shadow" {
-            let copy = client(canary, mirrored).await;
+            let copy = canary.detector_as(mirrored).await;
             runs.push(tokio::spawn(load(move |_| {
                 detect(&copy, TEXT, Some("mirror"))
             })));

@@ -2,17 +2,15 @@
 //! of Detect and DetectStream calls, aimed by targeting, counted and never
 //! touching Health or Admin; bad variants keep the last good flag set.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{ConfigMapDir, TestApp, settings};
+use crate::helpers::{ConfigMapDir, TestApp};
 
 const ENGLISH: &str = "Good morning, how are you? Today we are going to the market together.";
 
@@ -32,16 +30,6 @@ fn variants() -> Value {
         "internal-20": {"abort": {"code": "INTERNAL", "percent": 20}},
         "slow": {"delay": {"ms": 300, "percent": 100}}
     })
-}
-
-async fn app_with(cm: &ConfigMapDir, extra: &[(&'static str, &str)]) -> TestApp {
-    let path = cm.path().to_str().expect("utf-8").to_owned();
-    let mut all = vec![("flags.path", path.as_str()), ("flags.debounce", "0.02")];
-    all.extend_from_slice(extra);
-    TestApp::spawn_with(settings(&all), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await
 }
 
 /// `switchyard_faults_injected_total{kind, code}` on /metrics (0 if absent).
@@ -76,7 +64,7 @@ async fn detect_as(
 #[tokio::test]
 async fn an_abort_fails_detect_and_detect_stream_with_its_code_and_is_counted() {
     let cm = ConfigMapDir::new(&[("flags.json", &fault_flags(variants(), "unavailable", None))]);
-    let app = app_with(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
 
     let status = app.detect(ENGLISH, "alice").await.expect_err("aborted");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -110,7 +98,7 @@ async fn an_abort_fails_detect_and_detect_stream_with_its_code_and_is_counted() 
 #[tokio::test]
 async fn a_delay_holds_the_call_then_serves_it() {
     let cm = ConfigMapDir::new(&[("flags.json", &fault_flags(variants(), "slow", None))]);
-    let app = app_with(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
     let started = Instant::now();
     let reply = app.detect(ENGLISH, "alice").await.expect("served");
     assert!(
@@ -129,7 +117,7 @@ async fn a_delay_holds_the_call_then_serves_it() {
 #[tokio::test]
 async fn the_off_variant_and_a_missing_flag_inject_nothing() {
     let cm = ConfigMapDir::new(&[("flags.json", &fault_flags(variants(), "off", None))]);
-    let app = app_with(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
     for _ in 0..20 {
         app.detect(ENGLISH, "alice").await.expect("served");
     }
@@ -147,8 +135,8 @@ async fn targeting_aims_faults_at_the_canary_track_or_a_user_group() {
     ]});
     let flags = fault_flags(variants(), "off", Some(rule));
     let cm = ConfigMapDir::new(&[("flags.json", &flags)]);
-    let stable = app_with(&cm, &[("deployment.track", "stable")]).await;
-    let canary = app_with(&cm, &[("deployment.track", "canary")]).await;
+    let stable = TestApp::spawn_on_flags(&cm, &[("deployment.track", "stable")]).await;
+    let canary = TestApp::spawn_on_flags(&cm, &[("deployment.track", "canary")]).await;
 
     detect_as(&stable, None).await.expect("stable serves");
     let status = detect_as(&stable, Some("beta"))
@@ -162,7 +150,7 @@ async fn targeting_aims_faults_at_the_canary_track_or_a_user_group() {
 #[tokio::test]
 async fn the_percentage_is_the_share_of_calls_aborted() {
     let cm = ConfigMapDir::new(&[("flags.json", &fault_flags(variants(), "internal-20", None))]);
-    let app = app_with(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
     let mut client = app.detector().await;
     let (mut ok, mut internal) = (0, 0);
     for _ in 0..500 {
@@ -192,7 +180,7 @@ async fn the_percentage_is_the_share_of_calls_aborted() {
 #[tokio::test]
 async fn a_bad_variant_keeps_the_last_good_flags_serving() {
     let mut cm = ConfigMapDir::new(&[("flags.json", &fault_flags(variants(), "off", None))]);
-    let app = app_with(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
     let good = app.info().await.flags.expect("flags").revision;
 
     // 150 % cannot be applied: the whole set is refused, nothing is injected.

@@ -107,6 +107,30 @@ impl TestApp {
         DetectorClient::new(self.channel().await)
     }
 
+    /// A Detector client whose requests carry `authority` (e.g. a mirror's
+    /// `...-shadow` one) while connecting to this replica.
+    pub async fn detector_as(&self, authority: &str) -> DetectorClient<Channel> {
+        let channel = Channel::from_shared(self.endpoint())
+            .expect("valid uri")
+            .origin(format!("http://{authority}").parse().expect("origin"))
+            .connect()
+            .await
+            .expect("connects");
+        DetectorClient::new(channel)
+    }
+
+    /// Real engines and the flags of `cm` (debounced 20 ms), plus `extra`
+    /// settings; ready before it returns.
+    pub async fn spawn_on_flags(cm: &ConfigMapDir, extra: &[(&'static str, &str)]) -> Self {
+        let path = cm.path().to_str().expect("utf-8").to_owned();
+        let mut all = vec![("flags.path", path.as_str()), ("flags.debounce", "0.02")];
+        all.extend_from_slice(extra);
+        Self::spawn_with(settings(&all), Arc::new(RealEngines))
+            .await
+            .ready()
+            .await
+    }
+
     pub async fn health_client(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel().await)
     }
