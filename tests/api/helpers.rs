@@ -242,11 +242,25 @@ impl TestApp {
 
 /// Minimal HTTP/1.1 GET, enough for the admin endpoints.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    http(addr, &request).await
+}
+
+/// Minimal HTTP/1.1 POST of a JSON body (webhooks).
+pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, &request).await
+}
+
+/// Sends one request, reads to the end: (status code, body).
+async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .expect("admin connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        .expect("connects");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.expect("read");

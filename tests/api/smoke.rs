@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard::engine::RealEngines;
 use switchyard::smoke::{self, Check, SmokeError, SmokeOptions};
 
-use crate::helpers::{GatedLoader, TestApp, eventually, settings};
+use crate::helpers::{GatedLoader, TestApp, eventually, http_post, settings};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -200,30 +200,6 @@ async fn a_bad_addr_is_bad_usage_exit_2_with_one_line() {
     }
 }
 
-/// POSTs `body` to the smoke webhook at `addr` (HTTP/1.0): (status, body).
-async fn post(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    let request = format!(
-        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    (
-        code,
-        raw.split_once("\r\n\r\n").map_or("", |p| p.1).to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
     let app = TestApp::spawn_with(
@@ -252,8 +228,9 @@ async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
     };
     let canary = app.grpc_addr.to_string();
 
-    let (code, body) = post(
+    let (code, body) = http_post(
         addr,
+        "/",
         &payload(serde_json::json!({"addr": canary, "expect-version": "v2"})),
     )
     .await;
@@ -264,8 +241,9 @@ async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
         "{body}"
     );
 
-    let (code, body) = post(
+    let (code, body) = http_post(
         addr,
+        "/",
         &payload(serde_json::json!({"addr": canary, "expect-version": "v3"})),
     )
     .await;
@@ -273,14 +251,19 @@ async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
     assert!(body.contains("FAIL") && body.contains("v3"), "{body}");
 
     // Nothing listening: the smoke's own failure, not the webhook's.
-    let (code, body) = post(addr, &payload(serde_json::json!({"addr": "127.0.0.1:1"}))).await;
+    let (code, body) = http_post(
+        addr,
+        "/",
+        &payload(serde_json::json!({"addr": "127.0.0.1:1"})),
+    )
+    .await;
     assert_eq!(code, 500, "{body}");
     assert!(body.contains("FAIL readiness"), "{body}");
 
-    let (code, body) = post(addr, &payload(serde_json::json!({}))).await;
+    let (code, body) = http_post(addr, "/", &payload(serde_json::json!({}))).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("addr"), "{body}");
-    let (code, _) = post(addr, "not json").await;
+    let (code, _) = http_post(addr, "/", "not json").await;
     assert_eq!(code, 400);
 
     let _ = stop.send(());
