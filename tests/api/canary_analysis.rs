@@ -6,7 +6,8 @@
 //! ./scripts/test) scraping real replicas every second under load, and
 //! judged the way the controllers judge them.
 //!
-//! One Prometheus, one stable replica and five canaries, each canary in its
+//! One Prometheus, one stable replica and five canaries (the real binary,
+//! each its own process, with its own flags directory), each canary in its
 //! own `namespace` label (the stable one is scraped once per namespace), all
 //! loaded at once for a few seconds:
 //! - `healthy`: passes every check;
@@ -33,8 +34,9 @@ use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::alerts::{prometheus_tool, rule_groups};
-use crate::helpers::{ConfigMapDir, TestApp};
+use crate::helpers::{ConfigMapDir, detector_at, http_get};
 use crate::kube;
+use crate::process::Server;
 
 const TEXT: &str = "Good morning, how are you? Today we are going to the market together.";
 /// Calls per second to each replica, and for how long.
@@ -359,13 +361,12 @@ fn detect(
     }
 }
 
-/// A replica with `flags` as its ConfigMap.
-async fn replica(track: &str, version: &str, flags: &ConfigMapDir) -> TestApp {
-    TestApp::spawn_on_flags(
-        flags,
-        &[("deployment.track", track), ("deployment.version", version)],
-    )
-    .await
+/// A replica of the real binary with `flags` as its ConfigMap, ready.
+async fn replica(track: &str, version: &str, flags: &ConfigMapDir) -> Server {
+    let path = flags.path().to_str().expect("utf-8");
+    let server = Server::start(&["--flags", path, "--track", track, "--app-version", version]);
+    server.wait_ready().await;
+    server
 }
 
 /// A flag file with `fault-injection` (default variant, targeting) and
@@ -428,7 +429,7 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
                 ("pod", pod.to_owned()),
                 ("rollouts_pod_template_hash", hash.to_owned()),
             ]);
-            targets.push((app.admin_addr, labels));
+            targets.push((app.admin, labels));
         }
     }
     let prometheus = Prometheus::start(&targets).await;
@@ -436,12 +437,12 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     // Act: every replica under load at once.
     let authority = "switchyard.switchyard.svc.cluster.local:50051";
     let mirrored = "switchyard.switchyard.svc.cluster.local-shadow:50051";
-    let stable_client = stable.detector_as(authority).await;
+    let stable_client = detector_at(stable.grpc, authority).await;
     let mut runs = vec![tokio::spawn(load(move |_| {
         detect(&stable_client, TEXT, None)
     }))];
     for (namespace, canary) in SCENARIOS.iter().zip(&canaries) {
-        let real = canary.detector_as(authority).await;
+        let real = detector_at(canary.grpc, authority).await;
         let invalid = *namespace == "invalid";
         runs.push(tokio::spawn(load(move |n| {
             // A fifth of the calls are clients' mistakes (empty text).
@@ -449,7 +450,7 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
             detect(&real, text, None)
         })));
         if *namespace == "shadow" {
-            let copy = canary.detector_as(mirrored).await;
+            let copy = detector_at(canary.grpc, mirrored).await;
             runs.push(tokio::spawn(load(move |_| {
                 detect(&copy, TEXT, Some("mirror"))
             })));
@@ -463,7 +464,7 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
 
     // Wait until Prometheus has scraped every call each canary counted.
     for (namespace, canary) in SCENARIOS.iter().zip(&canaries) {
-        let (_, body) = canary.admin_get("/metrics").await;
+        let (_, body) = http_get(canary.admin, "/metrics").await;
         let counted: f64 = body
             .lines()
             .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("Detector"))

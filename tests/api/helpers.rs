@@ -110,13 +110,7 @@ impl TestApp {
     /// A Detector client whose requests carry `authority` (e.g. a mirror's
     /// `...-shadow` one) while connecting to this replica.
     pub async fn detector_as(&self, authority: &str) -> DetectorClient<Channel> {
-        let channel = Channel::from_shared(self.endpoint())
-            .expect("valid uri")
-            .origin(format!("http://{authority}").parse().expect("origin"))
-            .connect()
-            .await
-            .expect("connects");
-        DetectorClient::new(channel)
+        detector_at(self.grpc_addr, authority).await
     }
 
     /// Real engines and the flags of `cm` (debounced 20 ms), plus `extra`
@@ -238,6 +232,18 @@ impl TestApp {
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin_addr, path).await
     }
+}
+
+/// A Detector client for the server at `addr` whose requests carry
+/// `authority`.
+pub async fn detector_at(addr: SocketAddr, authority: &str) -> DetectorClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .origin(format!("http://{authority}").parse().expect("origin"))
+        .connect()
+        .await
+        .expect("connects");
+    DetectorClient::new(channel)
 }
 
 /// Minimal HTTP/1.1 GET, enough for the admin endpoints.
