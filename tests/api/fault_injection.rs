@@ -248,3 +248,54 @@ fn flags_validate_refuses_a_bad_variant_and_accepts_the_documented_shape() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn faults_are_logged_at_most_once_a_second_with_the_count_since() {
+    let cm = ConfigMapDir::new(&[("flags.json", &fault_flags(variants(), "unavailable", None))]);
+    let path = cm.path().to_str().expect("utf-8");
+    let server = crate::process::Server::start(&["--flags", path]);
+    server.wait_ready().await;
+    let mut client = crate::helpers::detector_at(server.grpc, "localhost").await;
+    let started = Instant::now();
+    for _ in 0..200 {
+        let status = client
+            .detect(pb::DetectRequest {
+                text: ENGLISH.into(),
+            })
+            .await
+            .expect_err("aborted");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    let elapsed = started.elapsed();
+    // The access line of the last call is written after its fault line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let log = server.log();
+        let access = log
+            .iter()
+            .filter(|l| l["target"] == "switchyard::access" && l["grpc_code"] == "Unavailable")
+            .count();
+        if access == 200 {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{access} of 200 access lines");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let faults: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("fault injected by flag fault-injection"))
+        })
+        .collect();
+    let most = elapsed.as_secs() + 1;
+    assert!(
+        !faults.is_empty() && faults.len() as u64 <= most,
+        "{} fault lines in {elapsed:?}",
+        faults.len()
+    );
+    assert_eq!(faults[0]["faults_since_last_line"], 1);
+    assert_eq!(faults[0]["kind"], "abort");
+    assert_eq!(faults[0]["code"], "Unavailable");
+}
