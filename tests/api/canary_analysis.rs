@@ -595,6 +595,16 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     };
     assert_eq!(ratio("v1"), 1.0);
     assert!(ratio("v2") < 0.99, "{by_version:?}");
+    let p99 = prometheus
+        .query("namespace_version_track:switchyard_detect_latency_seconds:p99_rate1m{namespace=\"delay\"}")
+        .await;
+    let of = |version: &str| {
+        p99.iter()
+            .find(|(labels, _)| labels["version"] == version && labels["track"].is_string())
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {version} in {p99:?}"))
+    };
+    assert!(of("v2") > 0.1 && of("v1") < 0.1, "{p99:?}");
     let firing = prometheus
         .query("ALERTS{alertname=\"SwitchyardAvailabilityBudgetBurnFast\", alertstate=\"firing\"}")
         .await;
