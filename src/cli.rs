@@ -47,6 +47,8 @@ pub enum Command {
     Flags(FlagsCommand),
     /// Post-deploy smoke test: readiness, reflection, Detect in every language, GetInfo.
     Smoke(SmokeArgs),
+    /// Serve the smoke test as an HTTP webhook (Flagger's pre-rollout hook).
+    SmokeWebhook(SmokeWebhookArgs),
     /// Call Detect continuously and show live who answers and what fails (during a release).
     Watch(WatchArgs),
 }
@@ -266,6 +268,22 @@ pub struct SmokeArgs {
     pub timeout: f64,
 }
 
+/// `switchyard smoke-webhook`.
+#[derive(Debug, Args)]
+pub struct SmokeWebhookArgs {
+    /// Where to listen for the webhook's POSTs.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "HOST:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Bound on connecting and on each smoke call, in seconds.
+    #[arg(
+        long,
+        default_value_t = 5.0,
+        value_name = "SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub timeout: f64,
+}
+
 /// `switchyard watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -465,6 +483,37 @@ pub fn run_smoke(args: &SmokeArgs) -> i32 {
         // The FAIL line is already on stdout.
         Err(e) => e.exit_code(),
     }
+}
+
+/// Runs `switchyard smoke-webhook` until SIGTERM or Ctrl-C; 2 for bad usage,
+/// 1 when it cannot listen.
+pub fn run_smoke_webhook(args: &SmokeWebhookArgs) -> i32 {
+    let timeout = match seconds("--timeout", args.timeout) {
+        Ok(timeout) => timeout,
+        Err(e) => return fail(EXIT_BAD_CONFIG, &e),
+    };
+    let runtime = match current_thread_runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(1, &e),
+    };
+    runtime.block_on(async {
+        use futures::StreamExt;
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(e) => return fail(1, &format!("cannot listen on {}: {e}", args.listen)),
+        };
+        let mut signals = match crate::shutdown::os_signals() {
+            Ok(signals) => signals,
+            Err(e) => return fail(1, &e),
+        };
+        let stop = async move {
+            signals.next().await;
+        };
+        match crate::smoke_webhook::serve(listener, timeout, stop).await {
+            Ok(()) => 0,
+            Err(e) => fail(1, &e),
+        }
+    })
 }
 
 /// Runs `switchyard watch` until `--duration` passes or Ctrl-C: a live view

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::configuration::{DetectorSettings, Settings, Track};
 use crate::dark_launch::DarkLauncher;
 use crate::engine::{Detection, EngineKind, Engines};
+use crate::fault::{FaultInjector, Injected};
 use crate::flags::store::FlagStore;
 use crate::flags::{self, Reason};
 use crate::metrics::{DetectionLabels, EngineLabels, FlagLabels, Metrics};
@@ -95,6 +96,9 @@ pub enum DetectError {
     /// The engine task failed (it panicked).
     #[error("engine {engine} failed: {reason}")]
     Engine { engine: EngineKind, reason: String },
+    /// The `fault-injection` flag failed this call on purpose.
+    #[error(transparent)]
+    Injected(#[from] Injected),
 }
 
 /// Detects languages for the gRPC edge. Cheap to share behind an `Arc`.
@@ -109,6 +113,8 @@ pub struct DetectionService {
     /// Flag evaluations that failed and served the code default.
     flag_errors: AtomicU64,
     traffic: Traffic,
+    /// The `fault-injection` flag's faults.
+    faults: FaultInjector,
     metrics: Arc<Metrics>,
 }
 
@@ -135,6 +141,7 @@ impl DetectionService {
             ),
             flag_errors: AtomicU64::new(0),
             traffic: Traffic::default(),
+            faults: FaultInjector::new(&metrics),
             metrics,
         }
     }
@@ -207,13 +214,15 @@ impl DetectionService {
         counter.fetch_add(1, Ordering::Relaxed);
         // One flag set for the whole request: never a mix of two.
         let flag_set = self.flags.current();
+        let flag_ctx = self.flag_context(ctx);
         let decision = {
             let _span = ctx.trace.child("flags.evaluate", || {
                 vec![KeyValue::new("revision", flag_set.revision.clone())]
             });
-            release::decide(&flag_set, &self.flag_context(ctx), &self.settings)
+            release::decide(&flag_set, &flag_ctx, &self.settings)
         };
-        for (flag, variant, reason) in &decision.evaluations {
+        let (fault, fault_evaluation) = release::fault(&flag_set, &flag_ctx);
+        for (flag, variant, reason) in decision.evaluations.iter().chain(&fault_evaluation) {
             self.metrics
                 .flag_evaluations
                 .get_or_create(&FlagLabels {
@@ -241,6 +250,7 @@ impl DetectionService {
                 "flag error: code default served"
             );
         }
+        self.faults.apply(fault.as_ref()).await?;
         validate(&text, decision.max_text_chars)?;
         let engines = self.engines.get().ok_or(DetectError::NotReady)?;
         let permit = if wait_for_permit {

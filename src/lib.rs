@@ -28,6 +28,8 @@
 //!   concurrency limit, asks [`release`] which engine answers and runs it.
 //! - [`release`]: the per-request decisions read from the flags: which
 //!   engine answers, which candidate runs dark, the live input limit.
+//! - [`fault`]: fault injection by flag (`fault-injection`): aborts and
+//!   delays on a share of Detect calls, to rehearse a rollback.
 //! - [`flags`]: flagd-format feature flags: the compiled evaluator and the
 //!   hot-reloading store over a mounted ConfigMap.
 //! - [`dark_launch`]: candidates run off the request path, bounded, compared.
@@ -44,6 +46,8 @@
 //! - [`shutdown`]: stop signals and the drain outcome (exit codes).
 //! - [`check`]: the `switchyard check` health-probe client.
 //! - [`smoke`]: `switchyard smoke`, the post-deploy smoke test.
+//! - [`smoke_webhook`]: `switchyard smoke-webhook`, the smoke test behind
+//!   an HTTP webhook (Flagger's pre-rollout hook).
 //! - [`watch`]: `switchyard watch`, live shares and failures during a
 //!   release; its statistics ([`watch::Tally`]) are pure and unit tested.
 //! - [`client`]: what those client tools share (`--addr`, status code names).
@@ -76,6 +80,7 @@ pub mod dark_launch;
 pub mod detection;
 pub mod drain;
 pub mod engine;
+pub mod fault;
 pub mod flags;
 pub mod grpc;
 pub mod health;
@@ -84,6 +89,7 @@ pub mod ofrep;
 pub mod release;
 pub mod shutdown;
 pub mod smoke;
+pub mod smoke_webhook;
 pub mod startup;
 pub mod telemetry;
 pub mod watch;

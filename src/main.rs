@@ -13,6 +13,7 @@ fn main() {
         Command::Check(args) => cli::run_check(&args),
         Command::Flags(cmd) => cli::run_flags(&cmd, &mut std::io::stdout(), &mut std::io::stderr()),
         Command::Smoke(args) => cli::run_smoke(&args),
+        Command::SmokeWebhook(args) => cli::run_smoke_webhook(&args),
         Command::Watch(args) => cli::run_watch(&args),
     };
     // Exit without waiting for blocking work still running after a forced drain.

@@ -357,6 +357,20 @@ impl Metrics {
         }
     }
 
+    /// Registers a subsystem's own metric (it keeps its handle and counts;
+    /// the registry only encodes it at scrape time).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
     /// Adds a collector read at scrape time.
     pub fn register_collector(&self, collector: Box<dyn Collector>) {
         self.registry

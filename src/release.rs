@@ -2,10 +2,12 @@
 //! for each request: which engine answers (`detector-engine`: an A/B test is
 //! a fractional rule), which candidate runs dark (`dark-launch-engine`), and
 //! the live input limit (`max-text-chars`, the kill switch for oversized
-//! traffic). Canary and shadow releases happen around this, in the mesh.
+//! traffic), and which fault to inject (`fault-injection`, to rehearse a
+//! rollback). Canary and shadow releases happen around this, in the mesh.
 
 use crate::configuration::DetectorSettings;
 use crate::engine::EngineKind;
+use crate::fault::{self, FaultSpec};
 use crate::flags::{Context, ErrorCode, FlagSet, Reason};
 
 /// The flag that picks the engine that answers.
@@ -14,6 +16,9 @@ pub const ENGINE_FLAG: &str = "detector-engine";
 pub const DARK_LAUNCH_FLAG: &str = "dark-launch-engine";
 /// The flag that sets the input limit in characters.
 pub const MAX_TEXT_CHARS_FLAG: &str = "max-text-chars";
+
+/// The flag that injects faults into Detect and DetectStream calls.
+pub const FAULT_FLAG: &str = fault::FLAG;
 
 /// Everything decided for one request, from one flag set.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +36,7 @@ pub struct Decision {
     /// Flag errors met while deciding (each served the code default).
     pub errors: Vec<(&'static str, ErrorCode)>,
     /// Each flag evaluated: (flag, variant served, reason), for metrics.
-    pub evaluations: [(&'static str, Option<String>, Reason); 3],
+    pub evaluations: [Evaluation; 3],
 }
 
 /// Decides for `ctx` with `flags`; the configured defaults serve whenever a
@@ -105,4 +110,29 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
         max_text_chars,
         errors,
     }
+}
+
+/// One flag evaluation, for `switchyard_flag_evaluations_total`: the flag,
+/// the variant served, the reason.
+pub type Evaluation = (&'static str, Option<String>, Reason);
+
+/// The fault to inject into one call, from the same flag set and context as
+/// [`decide`], and the evaluation for metrics (`None` when the flag is not
+/// defined: most flag sets do not have it, and the metric would only grow).
+/// A missing, disabled or broken flag injects nothing.
+pub fn fault(flags: &FlagSet, ctx: &Context) -> (Option<FaultSpec>, Option<Evaluation>) {
+    let resolution = flags.evaluate(FAULT_FLAG, ctx);
+    if resolution.error == Some(ErrorCode::FlagNotFound) {
+        return (None, None);
+    }
+    // Variants were checked when the set loaded, so this parse cannot fail.
+    let spec = resolution
+        .value
+        .and_then(|value| FaultSpec::parse(value).ok().flatten());
+    let evaluation = (
+        FAULT_FLAG,
+        resolution.variant.map(str::to_owned),
+        resolution.reason,
+    );
+    (spec, Some(evaluation))
 }

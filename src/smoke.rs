@@ -153,7 +153,7 @@ pub fn sentence(lang: Language) -> &'static str {
 
 /// Runs the checks in order, writing `ok   CHECK DETAIL` for each that passes
 /// and `FAIL CHECK: REASON` for the first that fails, where it stops.
-pub async fn run(opts: &SmokeOptions, out: &mut dyn Write) -> Result<Report, SmokeError> {
+pub async fn run(opts: &SmokeOptions, out: &mut (dyn Write + Send)) -> Result<Report, SmokeError> {
     let endpoint = client::endpoint(&opts.addr, opts.timeout)?;
     let mut passed = Vec::new();
     // Connecting is part of the first check: an unreachable server is not ready.

@@ -192,6 +192,12 @@ fn compile_flag(
                 })?,
         ),
     };
+    if key == crate::fault::FLAG {
+        // A value the request path could not apply must not load.
+        for (name, value) in &variants {
+            crate::fault::FaultSpec::parse(value).map_err(|e| format!("variant {name:?}: {e}"))?;
+        }
+    }
     let targeting = match raw.targeting {
         None | Some(Value::Null) => None,
         Some(Value::Object(map)) if map.is_empty() => None,

@@ -38,6 +38,7 @@ impl From<DetectError> for Status {
                 tracing::error!(error = %message, "engine failure");
                 Status::internal(message)
             }
+            DetectError::Injected(injected) => Status::new(injected.code, message),
         }
     }
 }

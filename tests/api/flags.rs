@@ -5,23 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use tonic::Code;
 
 use crate::helpers::{ConfigMapDir, SlowLinguaLoader, TestApp, engine_flags, settings};
 
 const ENGLISH: &str = "Good morning, how are you? Today we are going to the market together.";
-
-async fn app_on(cm: &ConfigMapDir, extra: &[(&'static str, &str)]) -> TestApp {
-    let path = cm.path().to_str().expect("utf-8").to_owned();
-    let mut all = vec![("flags.path", path.as_str()), ("flags.debounce", "0.02")];
-    all.extend_from_slice(extra);
-    TestApp::spawn_with(settings(&all), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await
-}
 
 /// Polls Detect until it is answered by `engine`; returns how long it took.
 async fn until_engine(app: &TestApp, engine: &str, within: Duration) -> Duration {
@@ -50,7 +39,7 @@ async fn until_engine(app: &TestApp, engine: &str, within: Duration) -> Duration
 async fn kubelet_swaps_under_load_fail_no_request_and_switch_engines() {
     let mut cm = ConfigMapDir::new(&[("flags.json", &engine_flags("whatlang", 10_000))]);
     // A slow poll: changes must arrive through the directory watch.
-    let app = app_on(&cm, &[("flags.poll_interval", "60")]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[("flags.poll_interval", "60")]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, lingua) = (
         Arc::new(AtomicU64::new(0)),
@@ -128,7 +117,7 @@ async fn no_request_ever_sees_a_mix_of_two_flag_sets() {
     };
     let (a, b) = generation("whatlang", 10_000);
     let mut cm = ConfigMapDir::new(&[("a.json", &a), ("b.json", &b)]);
-    let app = app_on(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
     let text = "Good morning, how are you? Today we go to the market, friend.";
     assert_eq!(text.chars().count(), 61);
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,7 +173,7 @@ async fn no_request_ever_sees_a_mix_of_two_flag_sets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_is_served_within_a_second_of_the_rename() {
     let mut cm = ConfigMapDir::new(&[("flags.json", &engine_flags("whatlang", 10_000))]);
-    let app = app_on(&cm, &[("flags.poll_interval", "60")]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[("flags.poll_interval", "60")]).await;
     let mut times = Vec::new();
     for i in 0..50 {
         let engine = if i % 2 == 0 { "lingua" } else { "whatlang" };
@@ -204,7 +193,7 @@ async fn a_change_is_served_within_a_second_of_the_rename() {
 async fn bad_content_keeps_the_last_good_flags_until_it_is_mended() {
     let mut cm = ConfigMapDir::new(&[("flags.json", &engine_flags("lingua", 10_000))]);
     // A quick poll too: a deleted directory kills the directory watch.
-    let app = app_on(&cm, &[("flags.poll_interval", "0.2")]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[("flags.poll_interval", "0.2")]).await;
     let good_revision = app.info().await.flags.expect("flags").revision;
     let flag = |body: serde_json::Value| {
         serde_json::json!({"flags": {"detector-engine": body}}).to_string()
@@ -325,7 +314,7 @@ async fn an_ab_rule_on_metadata_picks_the_engine_and_evaluate_flags_explains_it(
         "flags.yaml",
         &serde_yaml_ng::to_string(&rules).expect("yaml"),
     )]);
-    let app = app_on(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
 
     let mut request = tonic::Request::new(pb::DetectRequest {
         text: ENGLISH.into(),
@@ -498,7 +487,7 @@ async fn a_slow_candidate_times_out_and_is_counted() {
 #[tokio::test]
 async fn the_max_text_chars_flag_is_a_live_kill_switch() {
     let mut cm = ConfigMapDir::new(&[("flags.json", &engine_flags("whatlang", 10_000))]);
-    let app = app_on(&cm, &[]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
     app.detect(ENGLISH, "alice").await.expect("allowed");
     cm.update(&[("flags.json", &engine_flags("whatlang", 10))]);
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -549,7 +538,7 @@ async fn a_broken_flag_serves_the_code_default_and_is_counted() {
         "max-text-chars": {"state": "ENABLED", "variants": {"x": "many"}, "defaultVariant": "x"}
     }});
     let cm = ConfigMapDir::new(&[("flags.json", &bad_value.to_string())]);
-    let app = app_on(&cm, &[("detector.default_engine", "lingua")]).await;
+    let app = TestApp::spawn_on_flags(&cm, &[("detector.default_engine", "lingua")]).await;
     let reply = app
         .detect(ENGLISH, "alice")
         .await

@@ -107,6 +107,24 @@ impl TestApp {
         DetectorClient::new(self.channel().await)
     }
 
+    /// A Detector client whose requests carry `authority` (e.g. a mirror's
+    /// `...-shadow` one) while connecting to this replica.
+    pub async fn detector_as(&self, authority: &str) -> DetectorClient<Channel> {
+        detector_at(self.grpc_addr, authority).await
+    }
+
+    /// Real engines and the flags of `cm` (debounced 20 ms), plus `extra`
+    /// settings; ready before it returns.
+    pub async fn spawn_on_flags(cm: &ConfigMapDir, extra: &[(&'static str, &str)]) -> Self {
+        let path = cm.path().to_str().expect("utf-8").to_owned();
+        let mut all = vec![("flags.path", path.as_str()), ("flags.debounce", "0.02")];
+        all.extend_from_slice(extra);
+        Self::spawn_with(settings(&all), Arc::new(RealEngines))
+            .await
+            .ready()
+            .await
+    }
+
     pub async fn health_client(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel().await)
     }
@@ -216,13 +234,39 @@ impl TestApp {
     }
 }
 
+/// A Detector client for the server at `addr` whose requests carry
+/// `authority`.
+pub async fn detector_at(addr: SocketAddr, authority: &str) -> DetectorClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .origin(format!("http://{authority}").parse().expect("origin"))
+        .connect()
+        .await
+        .expect("connects");
+    DetectorClient::new(channel)
+}
+
 /// Minimal HTTP/1.1 GET, enough for the admin endpoints.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    http(addr, &request).await
+}
+
+/// Minimal HTTP/1.1 POST of a JSON body (webhooks).
+pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, &request).await
+}
+
+/// Sends one request, reads to the end: (status code, body).
+async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .expect("admin connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        .expect("connects");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.expect("read");

@@ -12,7 +12,15 @@ use serde_json::Value;
 use switchyard::cli::{Cli, Command as SubCommand};
 use switchyard::configuration::Settings;
 
-pub const OVERLAYS: &[&str] = &["recreate", "rolling", "blue-green", "canary", "istio"];
+pub const OVERLAYS: &[&str] = &[
+    "recreate",
+    "rolling",
+    "blue-green",
+    "canary",
+    "istio",
+    "argo-rollouts",
+    "flagger",
+];
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -177,7 +185,7 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// A Deployment's pod: its labels, its `switchyard` container, the settings
+/// A Deployment's (or Rollout's) pod: its labels, its `switchyard` container, the settings
 /// the binary derives from the container's args.
 pub struct Pod {
     pub deployment: String,
@@ -240,10 +248,56 @@ impl Pod {
     }
 }
 
-/// The pods of every Deployment in `docs`.
-pub fn pods(docs: &[Value]) -> Vec<Pod> {
-    of_kind(docs, "Deployment")
+/// The workloads in `docs` that own pods: Deployments and Argo Rollouts.
+pub fn workloads(docs: &[Value]) -> Vec<&Value> {
+    docs.iter()
+        .filter(|d| matches!(kind(d), "Deployment" | "Rollout"))
+        .collect()
+}
+
+/// The pod labels of every workload in `docs` (Switchyard's and helpers').
+pub fn pod_labels(docs: &[Value]) -> Vec<BTreeMap<String, String>> {
+    workloads(docs)
         .into_iter()
+        .map(|w| string_map(&w["spec"]["template"]["metadata"]["labels"]))
+        .collect()
+}
+
+/// Whether a `LabelSelector` (`matchLabels` and `In` / `NotIn` /
+/// `Exists` / `DoesNotExist` expressions) selects `labels`. An empty
+/// selector selects nothing here: none of ours is meant to.
+pub fn label_selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let match_labels = string_map(&selector["matchLabels"]);
+    let expressions = selector["matchExpressions"].as_array();
+    if match_labels.is_empty() && expressions.is_none_or(Vec::is_empty) {
+        return false;
+    }
+    selects(&match_labels, labels)
+        && expressions.into_iter().flatten().all(|e| {
+            let key = e["key"].as_str().expect("a key");
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let value = labels.get(key).map(String::as_str);
+            match e["operator"].as_str().expect("an operator") {
+                "In" => value.is_some_and(|v| values.contains(&v)),
+                "NotIn" => !value.is_some_and(|v| values.contains(&v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                other => panic!("unknown selector operator {other}"),
+            }
+        })
+}
+
+/// The pods of every Switchyard workload (pod label `app: switchyard`) in
+/// `docs`: Deployments and Argo Rollouts.
+pub fn pods(docs: &[Value]) -> Vec<Pod> {
+    workloads(docs)
+        .into_iter()
+        .filter(|w| w["spec"]["template"]["metadata"]["labels"]["app"] == "switchyard")
         .map(Pod::of)
         .collect()
 }

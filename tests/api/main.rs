@@ -4,13 +4,16 @@
 
 mod accuracy;
 mod admin;
+mod alerts;
 mod bad_input;
 mod binary;
+mod canary_analysis;
 mod connections;
 mod dashboard;
 mod detect;
 mod drain;
 mod envoy;
+mod fault_injection;
 mod flagd_testbed;
 mod flags;
 mod flags_python;

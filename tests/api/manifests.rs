@@ -24,6 +24,9 @@ const CRD_GROUPS: &[&str] = &[
     "networking.istio.io/",
     "security.istio.io/",
     "gateway.networking.k8s.io/",
+    "argoproj.io/",
+    "flagger.app/",
+    "monitoring.coreos.com/",
 ];
 
 fn is_crd(doc: &Value) -> bool {
@@ -114,7 +117,8 @@ fn selectors_match_the_pods_they_are_for() {
     for (dir, docs) in renderings() {
         let pods = kube::pods(&docs);
         assert!(!pods.is_empty(), "{dir}: no Deployment");
-        for deployment in kube::of_kind(&docs, "Deployment") {
+        let all_pods = kube::pod_labels(&docs);
+        for deployment in kube::workloads(&docs) {
             let selector = kube::string_map(&deployment["spec"]["selector"]["matchLabels"]);
             let labels = kube::string_map(&deployment["spec"]["template"]["metadata"]["labels"]);
             assert!(
@@ -137,15 +141,16 @@ fn selectors_match_the_pods_they_are_for() {
         for service in kube::of_kind(&docs, "Service") {
             let selector = kube::string_map(&service["spec"]["selector"]);
             assert!(
-                pods.iter().any(|p| kube::selects(&selector, &p.labels)),
+                !selector.is_empty() && all_pods.iter().any(|p| kube::selects(&selector, p)),
                 "{dir}: Service {} selects no pods ({selector:?})",
                 kube::name(service)
             );
         }
         for pdb in kube::of_kind(&docs, "PodDisruptionBudget") {
-            let selector = kube::string_map(&pdb["spec"]["selector"]["matchLabels"]);
+            let selector = &pdb["spec"]["selector"];
             assert!(
-                pods.iter().any(|p| kube::selects(&selector, &p.labels)),
+                pods.iter()
+                    .any(|p| kube::label_selector_matches(selector, &p.labels)),
                 "{dir}: PodDisruptionBudget selects no pods"
             );
         }
@@ -674,4 +679,453 @@ fn the_manifest_listing_fails_on_what_would_escape_validation() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("k8s/overlays/nowhere"), "{stderr}");
     assert!(!stderr.contains("canary"), "{stderr}");
+}
+
+/// The one object of `kind` named `name` in a rendering.
+fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = kube::of_kind(docs, kind)
+        .into_iter()
+        .filter(|d| kube::name(d) == name)
+        .collect();
+    assert_eq!(found.len(), 1, "{kind}/{name}: {} found", found.len());
+    found[0]
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The server-fault codes a query counts (`grpc_code=~"..."`).
+fn failure_codes(query: &str) -> &str {
+    let start = query
+        .find("grpc_code=~\"")
+        .unwrap_or_else(|| panic!("no grpc_code matcher in {query}"))
+        + "grpc_code=~\"".len();
+    let end = query[start..].find('"').expect("closing quote") + start;
+    &query[start..end]
+}
+
+/// The route of `http` named `name`.
+fn route<'a>(http: &'a [Value], name: &str) -> &'a Value {
+    http.iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no VirtualService route named {name}"))
+}
+
+/// The identity the AuthorizationPolicy lets call switchyard.v1.Admin.
+fn admin_principal(docs: &[Value]) -> String {
+    let policy = object(
+        docs,
+        "AuthorizationPolicy",
+        "switchyard-admin-operator-only",
+    );
+    let principal = strings(&policy["spec"]["rules"][0]["from"][0]["source"]["notPrincipals"])[0];
+    principal.to_owned()
+}
+
+/// Parses a container's args as the binary's command line.
+fn command_line(container: &Value) -> switchyard::cli::Command {
+    use clap::Parser;
+    let args: Vec<String> = std::iter::once("switchyard")
+        .chain(strings(&container["args"]))
+        .map(str::to_owned)
+        .collect();
+    switchyard::cli::Cli::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("the binary rejects {args:?}: {e}"))
+        .command()
+}
+
+#[test]
+fn the_argo_rollout_moves_istio_weights_and_is_judged_on_grpc_codes() {
+    let docs = kube::documents(&kube::render("k8s/overlays/argo-rollouts"));
+    let rollout = object(&docs, "Rollout", "switchyard");
+    let pod = Pod::of(rollout);
+    let canary = &rollout["spec"]["strategy"]["canary"];
+    // The base's zero-downtime budget.
+    assert_eq!(canary["maxSurge"], 1);
+    assert_eq!(canary["maxUnavailable"], 0);
+    // The smoke test's --expect-version reads the Rollout's version label.
+    assert_eq!(
+        rollout["metadata"]["labels"]["version"].as_str(),
+        Some(pod.settings.deployment.version.as_str()),
+        "the Rollout's version label and --app-version differ"
+    );
+
+    // Istio: the subsets Argo pins and the routes whose weights it moves.
+    let istio = &canary["trafficRouting"]["istio"];
+    let rule = object(
+        &docs,
+        "DestinationRule",
+        istio["destinationRule"]["name"].as_str().expect("name"),
+    );
+    let subsets = rule["spec"]["subsets"].as_array().expect("subsets");
+    for key in ["stableSubsetName", "canarySubsetName"] {
+        let name = istio["destinationRule"][key].as_str().expect(key);
+        let subset = subsets
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no subset {name}"));
+        assert!(
+            kube::selects(&kube::string_map(&subset["labels"]), &pod.labels),
+            "subset {name} does not select the Rollout's pods"
+        );
+    }
+    let service = object(
+        &docs,
+        "VirtualService",
+        istio["virtualService"]["name"].as_str().expect("name"),
+    );
+    let http = service["spec"]["http"].as_array().expect("http");
+    let managed = strings(&istio["virtualService"]["routes"]);
+    assert_eq!(
+        managed.len(),
+        http.len(),
+        "every route moves with the canary"
+    );
+    for name in &managed {
+        let destinations = route(http, name)["route"].as_array().expect("route");
+        let by_subset: BTreeMap<&str, u64> = destinations
+            .iter()
+            .map(|d| {
+                (
+                    d["destination"]["subset"].as_str().expect("subset"),
+                    d["weight"].as_u64().expect("weight"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_subset,
+            BTreeMap::from([("canary", 0), ("stable", 100)]),
+            "route {name}"
+        );
+    }
+    let stream = &http[first_match(http, "/switchyard.v1.Detector/DetectStream", &[])];
+    assert!(managed.contains(&stream["name"].as_str().expect("name")));
+    assert_eq!(
+        stream["retries"]["attempts"], 0,
+        "DetectStream is never retried"
+    );
+    assert!(
+        stream.get("timeout").is_none(),
+        "DetectStream has no timeout"
+    );
+    let canary_service = object(
+        &docs,
+        "Service",
+        canary["canaryService"].as_str().expect("canaryService"),
+    );
+    assert!(kube::selects(
+        &kube::string_map(&canary_service["spec"]["selector"]),
+        &pod.labels
+    ));
+
+    // Analysis: every template used exists and gets every argument it needs;
+    // the step template is the background one with a count.
+    let mut uses: Vec<&Value> = vec![&canary["analysis"]];
+    uses.extend(
+        canary["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s.get("analysis")),
+    );
+    assert!(
+        uses.len() >= 4,
+        "background, smoke and a step analysis per weight"
+    );
+    for usage in &uses {
+        let given: Vec<&str> = usage["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str())
+            .collect();
+        for template in usage["templates"].as_array().expect("templates") {
+            let name = template["templateName"].as_str().expect("templateName");
+            let template = object(&docs, "AnalysisTemplate", name);
+            for arg in template["spec"]["args"].as_array().expect("args") {
+                let arg = arg["name"].as_str().expect("arg name");
+                assert!(given.contains(&arg), "{name} needs argument {arg}");
+            }
+        }
+    }
+    let background = object(&docs, "AnalysisTemplate", "switchyard-canary");
+    let step = object(&docs, "AnalysisTemplate", "switchyard-canary-step");
+    let metrics = background["spec"]["metrics"].as_array().expect("metrics");
+    let step_metrics = step["spec"]["metrics"].as_array().expect("metrics");
+    assert_eq!(metrics.len(), step_metrics.len());
+    for (b, s) in metrics.iter().zip(step_metrics) {
+        assert!(
+            b.get("count").is_none(),
+            "the background analysis runs to the end"
+        );
+        assert!(
+            s["count"].as_u64().is_some_and(|c| c > 1),
+            "a step analysis ends"
+        );
+        let mut without_count = s.clone();
+        without_count
+            .as_object_mut()
+            .expect("object")
+            .remove("count");
+        assert_eq!(
+            &without_count, b,
+            "the step metric differs from the background one"
+        );
+    }
+    assert_eq!(background["spec"]["dryRun"], step["spec"]["dryRun"]);
+
+    // The smoke Job runs `switchyard smoke` against the canary Service, as
+    // the one identity allowed to call Admin/GetInfo.
+    let smoke = object(&docs, "AnalysisTemplate", "switchyard-smoke");
+    let job = &smoke["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"];
+    let mut container = job["containers"][0].clone();
+    let args: Vec<String> = strings(&container["args"])
+        .iter()
+        .map(|a| a.replace("{{args.canary-version}}", "v2"))
+        .collect();
+    container["args"] = serde_json::json!(args);
+    match command_line(&container) {
+        switchyard::cli::Command::Smoke(smoke) => {
+            assert_eq!(smoke.expect_version.as_deref(), Some("v2"));
+            let host = smoke.addr.split(':').next().expect("host");
+            assert_eq!(
+                host,
+                format!(
+                    "{}.switchyard.svc.cluster.local",
+                    kube::name(canary_service)
+                )
+            );
+        }
+        other => panic!("the smoke Job runs {other:?}"),
+    }
+    let account = job["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    object(&docs, "ServiceAccount", account);
+    assert_eq!(
+        admin_principal(&docs),
+        format!("cluster.local/ns/switchyard/sa/{account}")
+    );
+}
+
+#[test]
+fn the_flagger_canary_is_judged_on_grpc_codes_and_smoke_tested_first() {
+    let docs = kube::documents(&kube::render("k8s/overlays/flagger"));
+    let canary = object(&docs, "Canary", "switchyard");
+    let target = canary["spec"]["targetRef"]["name"]
+        .as_str()
+        .expect("targetRef");
+    let deployment = object(&docs, "Deployment", target);
+    let pod = Pod::of(deployment);
+    // Flagger generates the Services, VirtualService and DestinationRules.
+    for kind in ["Service", "VirtualService", "DestinationRule"] {
+        assert!(
+            kube::of_kind(&docs, kind)
+                .iter()
+                .all(|d| kube::name(d) != target),
+            "{kind}/{target} would fight Flagger's own"
+        );
+    }
+    // One generated route for every method, so stream-safe: no retries, no timeout.
+    let service = &canary["spec"]["service"];
+    assert_eq!(service["retries"]["attempts"], 0);
+    assert!(service.get("timeout").is_none());
+    let grpc_port = u64::from(pod.settings.server.grpc_addr.port());
+    assert_eq!(service["port"], grpc_port);
+    assert_eq!(service["targetPort"], grpc_port);
+
+    // Custom MetricTemplates only, each with a threshold.
+    let analysis = &canary["spec"]["analysis"];
+    for metric in analysis["metrics"].as_array().expect("metrics") {
+        let name = metric["name"].as_str().expect("name");
+        assert!(
+            !["request-success-rate", "request-duration"].contains(&name),
+            "{name}: Flagger's built-in HTTP metric"
+        );
+        object(
+            &docs,
+            "MetricTemplate",
+            metric["templateRef"]["name"].as_str().expect("templateRef"),
+        );
+        assert!(metric["thresholdRange"].is_object(), "{name}: no threshold");
+    }
+    let weights: Vec<u64> = analysis["stepWeights"]
+        .as_array()
+        .expect("stepWeights")
+        .iter()
+        .map(|w| w.as_u64().expect("a weight"))
+        .collect();
+    assert!(weights.windows(2).all(|w| w[0] < w[1]) && weights[0] <= 10);
+
+    // The pre-rollout webhook reaches the smoke runner, which smoke-tests the
+    // canary Service Flagger generates (`<target>-canary`).
+    let hook = analysis["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .find(|w| w["type"] == "pre-rollout")
+        .expect("a pre-rollout webhook");
+    let url = hook["url"].as_str().expect("url");
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|u| u.split('/').next())
+        .expect("an http URL");
+    let (host, port) = authority.split_once(':').expect("host:port");
+    let runner = host.split('.').next().expect("service name");
+    let runner_service = object(&docs, "Service", runner);
+    let port: u64 = port.parse().expect("port");
+    assert!(
+        runner_service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["port"] == port),
+        "Service {runner} has no port {port}"
+    );
+    let selector = kube::string_map(&runner_service["spec"]["selector"]);
+    let runner_deployment = kube::of_kind(&docs, "Deployment")
+        .into_iter()
+        .find(|d| {
+            kube::selects(
+                &selector,
+                &kube::string_map(&d["spec"]["template"]["metadata"]["labels"]),
+            )
+        })
+        .expect("a Deployment behind the webhook Service");
+    let runner_pod = &runner_deployment["spec"]["template"]["spec"];
+    match command_line(&runner_pod["containers"][0]) {
+        switchyard::cli::Command::SmokeWebhook(args) => {
+            let target_port = runner_service["spec"]["ports"][0]["targetPort"].as_u64();
+            assert_eq!(Some(u64::from(args.listen.port())), target_port);
+        }
+        other => panic!("the webhook runner runs {other:?}"),
+    }
+    let addr = hook["metadata"]["addr"].as_str().expect("metadata.addr");
+    assert_eq!(
+        addr,
+        format!("{target}-canary.switchyard.svc.cluster.local:{grpc_port}")
+    );
+    let account = runner_pod["serviceAccountName"].as_str().expect("account");
+    object(&docs, "ServiceAccount", account);
+    assert_eq!(
+        admin_principal(&docs),
+        format!("cluster.local/ns/switchyard/sa/{account}")
+    );
+    // Admin stays operator-only on the primary's pods too.
+    let guarded: Vec<&str> = kube::of_kind(&docs, "AuthorizationPolicy")
+        .iter()
+        .filter_map(|p| p["spec"]["selector"]["matchLabels"]["app"].as_str())
+        .collect();
+    assert!(guarded.contains(&target) && guarded.contains(&format!("{target}-primary").as_str()));
+}
+
+#[test]
+fn the_analyses_and_the_slo_rules_count_the_same_failures_from_the_same_scrape() {
+    let argo = kube::documents(&kube::render("k8s/overlays/argo-rollouts"));
+    let flagger = kube::documents(&kube::render("k8s/overlays/flagger"));
+    let rule = &kube::file("k8s/components/monitoring/prometheusrule.yaml")[0];
+    let slo_codes = failure_codes(
+        rule["spec"]["groups"][1]["rules"][0]["expr"]
+            .as_str()
+            .expect("expr"),
+    )
+    .to_owned();
+    // Every rule that counts failures counts these.
+    for group in rule["spec"]["groups"].as_array().expect("groups") {
+        for r in group["rules"].as_array().expect("rules") {
+            let expr = r["expr"].as_str().expect("expr");
+            if expr.contains("grpc_code") {
+                assert_eq!(failure_codes(expr), slo_codes, "{expr}");
+            }
+        }
+    }
+    let mut queries = Vec::new();
+    for template in kube::of_kind(&argo, "AnalysisTemplate") {
+        for metric in template["spec"]["metrics"].as_array().expect("metrics") {
+            if let Some(prometheus) = metric["provider"].get("prometheus") {
+                queries.push((prometheus["address"].clone(), prometheus["query"].clone()));
+            }
+        }
+    }
+    for template in kube::of_kind(&flagger, "MetricTemplate") {
+        queries.push((
+            template["spec"]["provider"]["address"].clone(),
+            template["spec"]["query"].clone(),
+        ));
+    }
+    assert!(queries.len() >= 6, "{queries:?}");
+    let address = &queries[0].0;
+    for (addr, query) in &queries {
+        assert_eq!(addr, address, "one Prometheus for every analysis");
+        let query = query.as_str().expect("query");
+        if query.contains("grpc_server_handled_total") {
+            assert_eq!(failure_codes(query), slo_codes, "{query}");
+        }
+        if query.contains("grpc_server") {
+            assert!(
+                query.contains("shadow=\"false\""),
+                "mirrored traffic counted: {query}"
+            );
+        }
+    }
+    // Every code in the list is a gRPC-Go name the server emits.
+    for code in slo_codes.split('|') {
+        assert!(
+            (0..=16).any(|c| switchyard::metrics::code_name(tonic::Code::from_i32(c)) == code),
+            "{code} is not a grpc_code value"
+        );
+    }
+
+    // The scrape: the PodMonitor selects both Switchyard's and Flagger's
+    // primary pods on the admin port they declare, and writes the label the
+    // AnalysisTemplate selects ReplicaSets by.
+    let monitor = object(&argo, "PodMonitor", "switchyard");
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let pod = &kube::pods(&argo)[0];
+    let port = endpoint["port"].as_str().expect("port name");
+    let declared = pod.container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == port)
+        .unwrap_or_else(|| panic!("no containerPort {port}"));
+    assert_eq!(
+        declared["containerPort"],
+        u64::from(pod.settings.server.admin_addr.port())
+    );
+    assert_eq!(endpoint["path"], "/metrics");
+    let mut primary = pod.labels.clone();
+    primary.insert("app".into(), "switchyard-primary".into());
+    for labels in [&pod.labels, &primary] {
+        assert!(kube::label_selector_matches(
+            &monitor["spec"]["selector"],
+            labels
+        ));
+    }
+    let relabel = endpoint["relabelings"]
+        .as_array()
+        .expect("relabelings")
+        .iter()
+        .find(|r| {
+            strings(&r["sourceLabels"])
+                == ["__meta_kubernetes_pod_label_rollouts_pod_template_hash"]
+        })
+        .expect("the pod-template-hash relabeling");
+    let label = relabel["targetLabel"].as_str().expect("targetLabel");
+    let background = object(&argo, "AnalysisTemplate", "switchyard-canary");
+    for metric in background["spec"]["metrics"].as_array().expect("metrics") {
+        let query = metric["provider"]["prometheus"]["query"]
+            .as_str()
+            .expect("query");
+        assert!(
+            query.contains(&format!("{label}=\"{{{{args.canary-hash}}}}\"")),
+            "{query}"
+        );
+    }
 }

@@ -17,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 pub struct Server {
     child: Child,
     pub grpc: SocketAddr,
+    /// The admin HTTP listener (`/metrics`).
+    pub admin: SocketAddr,
     /// Every stdout line so far (each checked to be JSON).
     pub lines: Arc<Mutex<Vec<String>>>,
 }
@@ -65,17 +67,21 @@ impl Server {
                 if parsed["message"] == "listening"
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(parsed["grpc"].as_str().map(str::to_owned));
+                    let addr = |field: &str| parsed[field].as_str().and_then(|a| a.parse().ok());
+                    let _ = tx.send(addr("grpc").zip(addr("admin")));
                 }
             }
         });
-        let grpc = rx
+        let (grpc, admin) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the server logs its address")
-            .expect("address field")
-            .parse()
-            .expect("a socket address");
-        Self { child, grpc, lines }
+            .expect("grpc and admin socket addresses");
+        Self {
+            child,
+            grpc,
+            admin,
+            lines,
+        }
     }
 
     /// The stdout lines so far, parsed.

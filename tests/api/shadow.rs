@@ -13,17 +13,6 @@ use crate::helpers::{TestApp, settings};
 
 const TEXT: &str = "Le renard brun rapide saute par-dessus le chien paresseux";
 
-/// A client whose requests carry `authority` while connecting to `app`.
-async fn detector_as(app: &TestApp, authority: &str) -> DetectorClient<Channel> {
-    let channel = Channel::from_shared(app.endpoint())
-        .expect("valid uri")
-        .origin(format!("http://{authority}").parse().expect("origin"))
-        .connect()
-        .await
-        .expect("connects");
-    DetectorClient::new(channel)
-}
-
 async fn detect(client: &mut DetectorClient<Channel>) {
     client
         .detect(pb::DetectRequest { text: TEXT.into() })
@@ -34,9 +23,12 @@ async fn detect(client: &mut DetectorClient<Channel>) {
 #[tokio::test]
 async fn mirrored_copies_are_counted_as_shadow_and_real_calls_are_not() {
     let app = TestApp::spawn().await;
-    let mut real = detector_as(&app, "switchyard.switchyard.svc.cluster.local:50051").await;
-    let mut mirrored =
-        detector_as(&app, "switchyard.switchyard.svc.cluster.local-shadow:50051").await;
+    let mut real = app
+        .detector_as("switchyard.switchyard.svc.cluster.local:50051")
+        .await;
+    let mut mirrored = app
+        .detector_as("switchyard.switchyard.svc.cluster.local-shadow:50051")
+        .await;
     for _ in 0..3 {
         detect(&mut real).await;
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard::engine::RealEngines;
 use switchyard::smoke::{self, Check, SmokeError, SmokeOptions};
 
-use crate::helpers::{GatedLoader, TestApp, eventually, settings};
+use crate::helpers::{GatedLoader, TestApp, eventually, http_post, settings};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -198,4 +198,74 @@ async fn a_bad_addr_is_bad_usage_exit_2_with_one_line() {
         assert!(stderr.starts_with("switchyard: invalid --addr"), "{stderr}");
         assert!(out.stdout.is_empty(), "no check ran");
     }
+}
+
+#[tokio::test]
+async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
+    let app = TestApp::spawn_with(
+        settings(&[("deployment.version", "v2")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(switchyard::smoke_webhook::serve(
+        listener,
+        Duration::from_secs(5),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Flagger's pre-rollout payload, metadata from the Canary's webhook.
+    let payload = |metadata: serde_json::Value| {
+        serde_json::json!({"name": "switchyard", "namespace": "switchyard", "phase": "Progressing", "metadata": metadata})
+            .to_string()
+    };
+    let canary = app.grpc_addr.to_string();
+
+    let (code, body) = http_post(
+        addr,
+        "/",
+        &payload(serde_json::json!({"addr": canary, "expect-version": "v2"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body.lines().filter(|l| l.starts_with("ok ")).count(),
+        4,
+        "{body}"
+    );
+
+    let (code, body) = http_post(
+        addr,
+        "/",
+        &payload(serde_json::json!({"addr": canary, "expect-version": "v3"})),
+    )
+    .await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("FAIL") && body.contains("v3"), "{body}");
+
+    // Nothing listening: the smoke's own failure, not the webhook's.
+    let (code, body) = http_post(
+        addr,
+        "/",
+        &payload(serde_json::json!({"addr": "127.0.0.1:1"})),
+    )
+    .await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("FAIL readiness"), "{body}");
+
+    let (code, body) = http_post(addr, "/", &payload(serde_json::json!({}))).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("addr"), "{body}");
+    let (code, _) = http_post(addr, "/", "not json").await;
+    assert_eq!(code, 400);
+
+    let _ = stop.send(());
+    server.await.expect("joins").expect("served");
 }
