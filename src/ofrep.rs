@@ -161,10 +161,12 @@ async fn single(
 /// The bulk ETag: the flag revision, the bucketing and the context (the same
 /// flags give other values for another context).
 fn etag(set: &FlagSet, context: &Value) -> String {
-    let sources = [(
-        format!("{}/{}", set.revision, set.fractional_version().as_str()),
-        context.to_string().into_bytes(),
-    )];
+    let identity = format!(
+        "{}/{}\0{context}",
+        set.revision,
+        set.fractional_version().as_str()
+    );
+    let sources = [(String::new(), identity.into_bytes())];
     format!("\"{}\"", crate::flags::definition::revision(&sources))
 }
 
