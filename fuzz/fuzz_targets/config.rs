@@ -45,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     for (i, line) in text.lines().enumerate() {
         let key = KEYS[i % KEYS.len()];
         if line.starts_with('$') {
-            let name = format!("SWITCHYARD__{}", key.replace('.', "__").to_ascii_uppercase());
+            let name = format!(
+                "SWITCHYARD__{}",
+                key.replace('.', "__").to_ascii_uppercase()
+            );
             env.insert(name, line[1..].to_owned());
         } else {
             values.push((key, line.to_owned()));

@@ -21,8 +21,9 @@ const NAMES: [&str; 7] = [
 
 static METHOD: LazyLock<Arc<Method>> = LazyLock::new(|| {
     let metrics = Metrics::new();
-    let table = MethodTable::from_descriptor_sets(&[switchyard::grpc::pb::FILE_DESCRIPTOR_SET], &metrics)
-        .expect("descriptors");
+    let table =
+        MethodTable::from_descriptor_sets(&[switchyard::grpc::pb::FILE_DESCRIPTOR_SET], &metrics)
+            .expect("descriptors");
     Arc::clone(table.get("/switchyard.v1.Detector/Detect"))
 });
 
