@@ -471,3 +471,24 @@ fn bad_flags_at_startup_exit_2_naming_the_file_and_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_busy_port_exits_1_after_the_flags_loaded() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--grpc-addr", &port, "--admin-addr", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot bind the gRPC listener") && stderr.contains(&port),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("flags loaded"),
+        "the flags load before anything binds"
+    );
+}
