@@ -36,8 +36,11 @@
 //! - [`health`]: readiness, liveness and the standard `grpc.health.v1`
 //!   service built on them, the liveness watchdog and the ready file.
 //! - [`grpc`]: the edge: proto types, the tonic services, the one mapping from
-//!   domain errors to `tonic::Status`, and the request-edge layer (deadlines,
-//!   shadow marking, and per-RPC observation: metrics, span, access line).
+//!   domain errors to `tonic::Status`, the request-edge layer (deadlines,
+//!   shadow marking, and per-RPC observation: metrics, span, access line),
+//!   and [`grpc::serve`], which serves HTTP/2 connections and owns each
+//!   one's life (age with jitter and grace, keepalive, limits, the drain's
+//!   GOAWAY).
 //! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
 //!   RED metrics and Switchyard's own.
 //! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`,
