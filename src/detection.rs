@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 
 use crate::configuration::{DetectorSettings, Settings, Track};
 use crate::dark_launch::DarkLauncher;
-use crate::engine::{Detection, EngineKind, Engines};
+use crate::engine::{Detection, EngineError, EngineKind, Engines};
+use crate::execution::{Executor, RunError};
 use crate::flags::store::FlagStore;
 use crate::flags::{self, Reason};
 use crate::metrics::{DetectionLabels, EngineLabels, FlagLabels, Metrics};
@@ -102,8 +102,7 @@ pub struct DetectionService {
     engines: OnceLock<Engines>,
     settings: DetectorSettings,
     served_by: ServedBy,
-    permits: Arc<Semaphore>,
-    max_concurrent: usize,
+    executor: Executor,
     flags: Arc<FlagStore>,
     dark: DarkLauncher,
     /// Flag evaluations that failed and served the code default.
@@ -116,7 +115,6 @@ impl DetectionService {
     /// A service with no engines yet: calls get [`DetectError::NotReady`]
     /// until [`DetectionService::install_engines`].
     pub fn new(settings: &Settings, flags: Arc<FlagStore>, metrics: Arc<Metrics>) -> Self {
-        let max_concurrent = settings.server.max_concurrent_requests;
         Self {
             engines: OnceLock::new(),
             settings: settings.detector.clone(),
@@ -125,8 +123,11 @@ impl DetectionService {
                 pod: settings.deployment.pod.clone(),
                 track: settings.deployment.track,
             },
-            permits: Arc::new(Semaphore::new(max_concurrent)),
-            max_concurrent,
+            executor: Executor::new(
+                settings.server.max_concurrent_requests,
+                settings.detector.engine_threads(),
+                settings.detector.inline_max_chars,
+            ),
             flags,
             dark: DarkLauncher::new(
                 settings.dark_launch.max_in_flight,
@@ -179,9 +180,18 @@ impl DetectionService {
         flags::Context::new(ctx.user_id.as_deref(), attributes)
     }
 
-    /// Installs the loaded engines (once; later calls are ignored).
-    pub fn install_engines(&self, engines: Engines) {
+    /// Starts the engine pool and warms every engine up on each of its
+    /// threads (what readiness waits for), then installs the engines (once;
+    /// later calls are ignored).
+    pub async fn warm_up_and_install(&self, mut engines: Engines) -> Result<(), EngineError> {
+        self.executor.start(&mut engines).await?;
         let _ = self.engines.set(engines);
+        Ok(())
+    }
+
+    /// Where engine work runs, and its USE counters.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
     }
 
     /// The engines, once loaded.
@@ -193,19 +203,73 @@ impl DetectionService {
     /// engine [`release::decide`] picks. Unary calls shed when the
     /// limit is reached (`wait_for_permit = false`); a stream's next message
     /// waits for a permit, since a stream is already one slot of work.
+    ///
+    /// The stages, each a method: count the request, decide from the flags,
+    /// validate, admit, run (inline or on the engine pool, see
+    /// [`crate::execution`]), record, start the dark launch.
     pub async fn detect(
         &self,
         ctx: &RequestContext,
         text: String,
         wait_for_permit: bool,
     ) -> Result<Outcome, DetectError> {
+        self.count(ctx);
+        let decision = self.decide(ctx);
+        let chars = validate(&text, decision.max_text_chars)?;
+        let engines = self.engines.get().ok_or(DetectError::NotReady)?;
+        let permit = self
+            .executor
+            .admit(wait_for_permit)
+            .await
+            .map_err(|e| self.run_error(decision.engine, e))?;
+        let kind = decision.engine;
+        let engine = engines.get(kind);
+        // The dark-launch candidate needs the text too: share it.
+        let shared: Option<Arc<str>> = decision.dark_launch.map(|_| Arc::from(text.as_str()));
+        let started = std::time::Instant::now();
+        let span = ctx.trace.child("engine.detect", || {
+            vec![KeyValue::new("engine", kind.as_str())]
+        });
+        // If the caller's deadline passes while the job waits for a pool
+        // thread, this future is dropped and the job never runs.
+        let detection = self
+            .executor
+            .run(engine, text, chars, permit, span)
+            .await
+            .map_err(|e| self.run_error(kind, e))?;
+        let served_latency = started.elapsed();
+        self.record(kind, &detection, ctx.shadow, served_latency);
+        if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
+            self.dark.launch(
+                Arc::clone(engines.get(candidate)),
+                text,
+                detection,
+                served_latency,
+                ctx.trace.span_context(),
+            );
+        }
+        Ok(Outcome {
+            detection,
+            engine: kind,
+            variant: decision.engine_variant,
+            reason: decision.engine_reason,
+            served_by: self.served_by.clone(),
+        })
+    }
+
+    /// Counts a detection request received, real or shadow.
+    fn count(&self, ctx: &RequestContext) {
         let counter = if ctx.shadow {
             &self.traffic.shadow
         } else {
             &self.traffic.requests
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        // One flag set for the whole request: never a mix of two.
+    }
+
+    /// The release decision for this request, from one flag set (never a
+    /// mix of two), counted and put on the span and log line.
+    fn decide(&self, ctx: &RequestContext) -> release::Decision {
         let flag_set = self.flags.current();
         let decision = {
             let _span = ctx.trace.child("flags.evaluate", || {
@@ -241,83 +305,42 @@ impl DetectionService {
                 "flag error: code default served"
             );
         }
-        validate(&text, decision.max_text_chars)?;
-        let engines = self.engines.get().ok_or(DetectError::NotReady)?;
-        let permit = if wait_for_permit {
-            Arc::clone(&self.permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| DetectError::Overloaded {
-                    limit: self.max_concurrent,
-                })?
-        } else {
-            Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+        decision
+    }
+
+    /// The domain error for an execution error; a shed call is counted.
+    fn run_error(&self, engine: EngineKind, error: RunError) -> DetectError {
+        match error {
+            RunError::Overloaded { limit } => {
                 self.metrics.shed.inc();
-                DetectError::Overloaded {
-                    limit: self.max_concurrent,
-                }
-            })?
-        };
-        let kind = decision.engine;
-        let engine = Arc::clone(engines.get(kind));
-        // The dark-launch candidate needs the text too: share it.
-        let shared: Option<Arc<str>> = decision.dark_launch.map(|_| Arc::from(text.as_str()));
-        // CPU-bound work goes to the blocking pool so the runtime keeps
-        // answering health checks. If the caller's deadline passes, this
-        // future is dropped and no further work starts for the call; the
-        // detection already running is bounded by max_text_chars.
-        let started = std::time::Instant::now();
-        // The permit goes with the work: a call abandoned at its deadline
-        // keeps its slot until the engine really finishes.
-        let span = ctx.trace.child("engine.detect", || {
-            vec![KeyValue::new("engine", kind.as_str())]
-        });
-        let detection = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _span = span;
-            engine.detect(&text)
-        })
-        .await
-        .map_err(|e| DetectError::Engine {
-            engine: kind,
-            reason: e.to_string(),
-        })?;
-        let served_latency = started.elapsed();
+                DetectError::Overloaded { limit }
+            }
+            RunError::Failed(reason) => DetectError::Engine { engine, reason },
+        }
+    }
+
+    /// Records a served detection: engine latency and the detection count.
+    fn record(&self, kind: EngineKind, detection: &Detection, shadow: bool, latency: Duration) {
         self.metrics
             .engine_seconds
             .get_or_create(&EngineLabels {
                 engine: kind.as_str(),
             })
-            .observe(served_latency.as_secs_f64());
+            .observe(latency.as_secs_f64());
         self.metrics
             .detections
             .get_or_create(&DetectionLabels {
                 engine: kind.as_str(),
                 language: detection.language.map_or("und", |l| l.code()),
-                shadow: ctx.shadow,
+                shadow,
             })
             .inc();
-        if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
-            self.dark.launch(
-                Arc::clone(engines.get(candidate)),
-                text,
-                detection,
-                served_latency,
-                ctx.trace.span_context(),
-            );
-        }
-        Ok(Outcome {
-            detection,
-            engine: kind,
-            variant: decision.engine_variant,
-            reason: decision.engine_reason,
-            served_by: self.served_by.clone(),
-        })
     }
 }
 
-/// Empty text and text over the (live) limit are refused.
-fn validate(text: &str, limit: usize) -> Result<(), DetectError> {
+/// Empty text and text over the (live) limit are refused; returns the
+/// length in characters.
+fn validate(text: &str, limit: usize) -> Result<usize, DetectError> {
     if text.trim().is_empty() {
         return Err(DetectError::EmptyText);
     }
@@ -325,5 +348,5 @@ fn validate(text: &str, limit: usize) -> Result<(), DetectError> {
     if chars > limit {
         return Err(DetectError::TextTooLong { chars, limit });
     }
-    Ok(())
+    Ok(chars)
 }

@@ -69,15 +69,18 @@ pub mod configuration;
 pub mod dark_launch;
 pub mod detection;
 pub mod engine;
+pub mod execution;
 pub mod flags;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod process_metrics;
 pub mod release;
 pub mod shutdown;
 pub mod smoke;
 pub mod startup;
 pub mod telemetry;
+pub mod warm_up;
 pub mod watch;
 
 /// The build's version (`served_by.version` unless `--app-version` is set).

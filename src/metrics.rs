@@ -459,7 +459,7 @@ impl std::fmt::Debug for LiveState {
 }
 
 /// Encodes one unlabelled metric.
-fn single<M: EncodeMetric>(
+pub(crate) fn single<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -470,7 +470,7 @@ fn single<M: EncodeMetric>(
 }
 
 /// Encodes one metric with several label sets.
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+pub(crate) fn family<L: EncodeLabelSet, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

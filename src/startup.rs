@@ -26,7 +26,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin_http;
 use crate::configuration::{Settings, Track};
 use crate::detection::DetectionService;
-use crate::engine::{EngineError, EngineLoader, RealEngines};
+use crate::engine::{EngineError, EngineKind, EngineLoader, RealEngines};
 use crate::flags::definition::DefinitionErrors;
 use crate::flags::store::{FlagStore, spawn_watcher};
 use crate::grpc::admin::AdminService;
@@ -35,6 +35,7 @@ use crate::grpc::edge::{EdgeLayer, Observer};
 use crate::grpc::pb;
 use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
 use crate::metrics::{LiveState, MethodTable, Metrics};
+use crate::process_metrics::ProcessCollector;
 use crate::shutdown::{DrainOutcome, StopSignal};
 
 /// Why the application could not start or stopped on its own.
@@ -111,6 +112,8 @@ impl Application {
             flags,
             Arc::clone(&metrics),
         ));
+        metrics.register_collector(Box::new(detection.executor().collector()));
+        metrics.register_collector(Box::new(ProcessCollector));
         metrics.register_collector(Box::new(LiveState {
             detection: Arc::clone(&detection),
             health: health.clone(),
@@ -234,11 +237,23 @@ impl Application {
                         "engine loaded"
                     );
                 }
-                detection.install_engines(engines);
+                // Ready means warm: the pool threads start and warm every
+                // engine up before readiness turns SERVING.
+                detection.warm_up_and_install(engines).await?;
+                if let Some(engines) = detection.engines() {
+                    for kind in EngineKind::ALL {
+                        tracing::info!(
+                            engine = %kind,
+                            warm_up_ms = engines.warm_up_time(kind).as_millis() as u64,
+                            threads = detection.executor().threads(),
+                            "engine warmed up"
+                        );
+                    }
+                }
                 health.set_ready();
                 tracing::info!(
                     after_ms = started.elapsed().as_millis() as u64,
-                    "engines loaded"
+                    "engines loaded and warmed up"
                 );
                 Ok::<(), EngineError>(())
             })

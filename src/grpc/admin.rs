@@ -57,6 +57,7 @@ impl pb::admin_server::Admin for AdminService {
                         name: loaded.engine.kind().as_str().to_owned(),
                         load_seconds: loaded.load_time.as_secs_f64(),
                         languages: languages.clone(),
+                        warm_up_seconds: engines.warm_up_time(loaded.engine.kind()).as_secs_f64(),
                     })
                     .collect()
             })

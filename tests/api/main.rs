@@ -8,6 +8,7 @@ mod binary;
 mod dashboard;
 mod detect;
 mod drain;
+mod engines;
 mod envoy;
 mod flags;
 mod grpcurl;
