@@ -7,15 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use opentelemetry::KeyValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Map, Value};
 
 use crate::configuration::{DetectorSettings, Settings, Track};
 use crate::dark_launch::DarkLauncher;
-use crate::engine::{Detection, EngineError, EngineKind, Engines};
+use crate::engine::{Detection, EngineError, EngineKind, Engines, Language};
 use crate::execution::{Executor, RunError};
 use crate::flags::store::FlagStore;
-use crate::flags::{self, Reason};
+use crate::flags::{self, FlagSet, Reason};
 use crate::metrics::{DetectionLabels, EngineLabels, FlagLabels, Metrics};
 use crate::release;
 use crate::telemetry::Trace;
@@ -35,27 +38,6 @@ pub struct RequestContext {
     pub shadow: bool,
     /// The call's server span (children and attributes go there).
     pub trace: Trace,
-}
-
-/// Detection requests received (each Detect call and each DetectStream
-/// message), real and shadow apart.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    requests: AtomicU64,
-    shadow: AtomicU64,
-}
-
-impl Traffic {
-    /// Requests received that were not shadow traffic.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    /// Shadow requests received: mirrored copies, or anything served on the
-    /// shadow track.
-    pub fn shadow(&self) -> u64 {
-        self.shadow.load(Ordering::Relaxed)
-    }
 }
 
 /// Which build and track served a reply.
@@ -107,8 +89,8 @@ pub struct DetectionService {
     dark: DarkLauncher,
     /// Flag evaluations that failed and served the code default.
     flag_errors: AtomicU64,
-    traffic: Traffic,
     metrics: Arc<Metrics>,
+    series: CallSeries,
 }
 
 impl DetectionService {
@@ -135,7 +117,7 @@ impl DetectionService {
                 metrics.dark_launch_seconds.clone(),
             ),
             flag_errors: AtomicU64::new(0),
-            traffic: Traffic::default(),
+            series: CallSeries::new(&metrics),
             metrics,
         }
     }
@@ -143,11 +125,6 @@ impl DetectionService {
     /// Flag evaluations that failed (and served the code default) so far.
     pub fn flag_errors(&self) -> u64 {
         self.flag_errors.load(Ordering::Relaxed)
-    }
-
-    /// Requests received, real and shadow.
-    pub fn traffic(&self) -> &Traffic {
-        &self.traffic
     }
 
     /// The flag store.
@@ -213,8 +190,9 @@ impl DetectionService {
         text: String,
         wait_for_permit: bool,
     ) -> Result<Outcome, DetectError> {
-        self.count(ctx);
-        let decision = self.decide(ctx);
+        // One flag set for the whole request: never a mix of two.
+        let flag_set = self.flags.current();
+        let decision = self.decide(&flag_set, ctx);
         let chars = validate(&text, decision.max_text_chars)?;
         let engines = self.engines.get().ok_or(DetectError::NotReady)?;
         let permit = self
@@ -251,51 +229,41 @@ impl DetectionService {
         Ok(Outcome {
             detection,
             engine: kind,
-            variant: decision.engine_variant,
+            variant: decision.engine_variant.map(str::to_owned),
             reason: decision.engine_reason,
             served_by: self.served_by.clone(),
         })
     }
 
-    /// Counts a detection request received, real or shadow.
-    fn count(&self, ctx: &RequestContext) {
-        let counter = if ctx.shadow {
-            &self.traffic.shadow
-        } else {
-            &self.traffic.requests
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The release decision for this request, from one flag set (never a
-    /// mix of two), counted and put on the span and log line.
-    fn decide(&self, ctx: &RequestContext) -> release::Decision {
-        let flag_set = self.flags.current();
+    /// The release decision for this request from `flag_set`, counted and
+    /// put on the span and log line. The evaluation context is built only
+    /// when a flag has a targeting rule that could read it.
+    fn decide<'a>(
+        &self,
+        flag_set: &'a Arc<FlagSet>,
+        ctx: &RequestContext,
+    ) -> release::Decision<'a> {
         let decision = {
             let _span = ctx.trace.child("flags.evaluate", || {
                 vec![KeyValue::new("revision", flag_set.revision.clone())]
             });
-            release::decide(&flag_set, &self.flag_context(ctx), &self.settings)
+            if flag_set.uses_context() {
+                release::decide(flag_set, &self.flag_context(ctx), &self.settings)
+            } else {
+                release::decide(flag_set, &flags::Context::default(), &self.settings)
+            }
         };
-        for (flag, variant, reason) in &decision.evaluations {
-            self.metrics
-                .flag_evaluations
-                .get_or_create(&FlagLabels {
-                    flag,
-                    variant: variant.clone().unwrap_or_default(),
-                    reason: reason.as_str(),
-                })
-                .inc();
-        }
+        self.series
+            .count_evaluations(flag_set, &decision.evaluations);
         // On the server span, and on the request's log lines.
         let log_span = tracing::Span::current();
         log_span.record("engine", decision.engine.as_str());
         ctx.trace
             .set_attribute(|| KeyValue::new("engine", decision.engine.as_str()));
-        if let Some(variant) = &decision.engine_variant {
-            log_span.record("variant", variant.as_str());
+        if let Some(variant) = decision.engine_variant {
+            log_span.record("variant", variant);
             ctx.trace
-                .set_attribute(|| KeyValue::new("variant", variant.clone()));
+                .set_attribute(|| KeyValue::new("variant", variant.to_owned()));
         }
         for (flag, error) in &decision.errors {
             self.flag_errors.fetch_add(1, Ordering::Relaxed);
@@ -321,20 +289,116 @@ impl DetectionService {
 
     /// Records a served detection: engine latency and the detection count.
     fn record(&self, kind: EngineKind, detection: &Detection, shadow: bool, latency: Duration) {
-        self.metrics
-            .engine_seconds
-            .get_or_create(&EngineLabels {
-                engine: kind.as_str(),
-            })
-            .observe(latency.as_secs_f64());
-        self.metrics
-            .detections
-            .get_or_create(&DetectionLabels {
-                engine: kind.as_str(),
-                language: detection.language.map_or("und", |l| l.code()),
-                shadow,
-            })
-            .inc();
+        self.series.engine_seconds[kind.index()].observe(latency.as_secs_f64());
+        self.series.detection(kind, detection, shadow).inc();
+    }
+}
+
+/// The series a detection bumps, resolved once (or on first use) so a call
+/// neither hashes a label set nor allocates one.
+struct CallSeries {
+    metrics: Arc<Metrics>,
+    /// `switchyard_engine_seconds` by engine.
+    engine_seconds: [Histogram; 2],
+    /// `switchyard_detections_total` by engine, language (the last slot is
+    /// `und`) and shadow.
+    detections: [[[OnceLock<Counter>; 2]; 13]; 2],
+    /// `switchyard_flag_evaluations_total` for the flag set being served.
+    flags: ArcSwapOption<FlagSeries>,
+}
+
+/// `switchyard_flag_evaluations_total` counters for one flag set, by the
+/// release flag (in [`release::Decision::evaluations`] order), the variant's
+/// index in the flag (the last slot: no variant) and the reason.
+struct FlagSeries {
+    set: Arc<FlagSet>,
+    counters: [Vec<[OnceLock<Counter>; 5]>; 3],
+}
+
+fn reason_index(reason: Reason) -> usize {
+    match reason {
+        Reason::Static => 0,
+        Reason::TargetingMatch => 1,
+        Reason::Default => 2,
+        Reason::Disabled => 3,
+        Reason::Error => 4,
+    }
+}
+
+impl CallSeries {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            engine_seconds: EngineKind::ALL.map(|kind| {
+                metrics.engine_seconds.get_or_create_owned(&EngineLabels {
+                    engine: kind.as_str(),
+                })
+            }),
+            detections: Default::default(),
+            flags: ArcSwapOption::empty(),
+            metrics: Arc::clone(metrics),
+        }
+    }
+
+    fn detection(&self, kind: EngineKind, detection: &Detection, shadow: bool) -> &Counter {
+        let language = detection
+            .language
+            .and_then(|l| Language::ALL.iter().position(|x| *x == l))
+            .unwrap_or(Language::ALL.len());
+        self.detections[kind.index()][language][usize::from(shadow)].get_or_init(|| {
+            self.metrics
+                .detections
+                .get_or_create_owned(&DetectionLabels {
+                    engine: kind.as_str(),
+                    language: detection.language.map_or("und", |l| l.code()),
+                    shadow,
+                })
+        })
+    }
+
+    fn count_evaluations(
+        &self,
+        set: &Arc<FlagSet>,
+        evaluations: &[(&'static str, Option<&str>, Reason); 3],
+    ) {
+        let current = self.flags.load();
+        let series = match current.as_ref() {
+            Some(series) if Arc::ptr_eq(&series.set, set) => Arc::clone(series),
+            // A new flag set (rare): new slots, sized by its variants.
+            _ => {
+                let fresh = Arc::new(FlagSeries {
+                    set: Arc::clone(set),
+                    counters: evaluations.each_ref().map(|(flag, _, _)| {
+                        let variants = set.flag(flag).map_or(0, |f| f.variants.len());
+                        (0..=variants).map(|_| Default::default()).collect()
+                    }),
+                });
+                self.flags.store(Some(Arc::clone(&fresh)));
+                fresh
+            }
+        };
+        for (i, (flag, variant, reason)) in evaluations.iter().enumerate() {
+            let slots = &series.counters[i];
+            let slot = variant
+                .and_then(|v| {
+                    set.flag(flag)
+                        .and_then(|f| f.variants.iter().position(|(name, _)| name == v))
+                })
+                .unwrap_or(slots.len() - 1);
+            let Some(by_reason) = slots.get(slot) else {
+                continue;
+            };
+            by_reason[reason_index(*reason)]
+                .get_or_init(|| {
+                    self.metrics
+                        .flag_evaluations
+                        .get_or_create_owned(&FlagLabels {
+                            flag,
+                            variant: variant.unwrap_or_default().to_owned(),
+                            reason: reason.as_str(),
+                        })
+                })
+                .inc();
+        }
     }
 }
 

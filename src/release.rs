@@ -15,13 +15,14 @@ pub const DARK_LAUNCH_FLAG: &str = "dark-launch-engine";
 /// The flag that sets the input limit in characters.
 pub const MAX_TEXT_CHARS_FLAG: &str = "max-text-chars";
 
-/// Everything decided for one request, from one flag set.
+/// Everything decided for one request, from one flag set (variant names are
+/// borrowed from it: nothing is allocated per request).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Decision<'a> {
     /// The engine that answers.
     pub engine: EngineKind,
     /// The `detector-engine` variant served (None when the code default was).
-    pub engine_variant: Option<String>,
+    pub engine_variant: Option<&'a str>,
     /// Why that engine.
     pub engine_reason: Reason,
     /// A candidate to run dark, if any.
@@ -31,18 +32,18 @@ pub struct Decision {
     /// Flag errors met while deciding (each served the code default).
     pub errors: Vec<(&'static str, ErrorCode)>,
     /// Each flag evaluated: (flag, variant served, reason), for metrics.
-    pub evaluations: [(&'static str, Option<String>, Reason); 3],
+    pub evaluations: [(&'static str, Option<&'a str>, Reason); 3],
 }
 
 /// Decides for `ctx` with `flags`; the configured defaults serve whenever a
 /// flag is missing, disabled or broken.
-pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> Decision {
+pub fn decide<'a>(flags: &'a FlagSet, ctx: &Context, defaults: &DetectorSettings) -> Decision<'a> {
     let mut errors = Vec::new();
 
     let engine = flags.string(ENGINE_FLAG, ctx, defaults.default_engine.as_str());
     errors.extend(engine.error.map(|e| (ENGINE_FLAG, e)));
     let (kind, engine_variant, engine_reason) = match engine.value.parse::<EngineKind>() {
-        Ok(kind) => (kind, engine.variant.map(str::to_owned), engine.reason),
+        Ok(kind) => (kind, engine.variant, engine.reason),
         Err(_) => {
             errors.push((ENGINE_FLAG, ErrorCode::TypeMismatch));
             (defaults.default_engine, None, Reason::Error)
@@ -55,11 +56,7 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
             .filter(|e| *e != ErrorCode::FlagNotFound)
             .map(|e| (DARK_LAUNCH_FLAG, e)),
     );
-    let dark_evaluation = (
-        DARK_LAUNCH_FLAG,
-        dark.variant.map(str::to_owned),
-        dark.reason,
-    );
+    let dark_evaluation = (DARK_LAUNCH_FLAG, dark.variant, dark.reason);
     let dark_launch = match dark.value {
         "off" => None,
         other => match other.parse::<EngineKind>() {
@@ -79,11 +76,7 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
             .filter(|e| *e != ErrorCode::FlagNotFound)
             .map(|e| (MAX_TEXT_CHARS_FLAG, e)),
     );
-    let limit_evaluation = (
-        MAX_TEXT_CHARS_FLAG,
-        limit.variant.map(str::to_owned),
-        limit.reason,
-    );
+    let limit_evaluation = (MAX_TEXT_CHARS_FLAG, limit.variant, limit.reason);
     let max_text_chars = match usize::try_from(limit.value) {
         Ok(n) if n >= 1 => n,
         _ => {
@@ -95,7 +88,7 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
     Decision {
         engine: kind,
         evaluations: [
-            (ENGINE_FLAG, engine_variant.clone(), engine_reason),
+            (ENGINE_FLAG, engine_variant, engine_reason),
             dark_evaluation,
             limit_evaluation,
         ],

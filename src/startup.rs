@@ -276,6 +276,10 @@ impl Application {
                     Arc::clone(&settings),
                     health.clone(),
                     Arc::clone(&detection),
+                    methods.received(&[
+                        "/switchyard.v1.Detector/Detect",
+                        "/switchyard.v1.Detector/DetectStream",
+                    ]),
                     started,
                 ))
                 .max_decoding_message_size(max_message),
