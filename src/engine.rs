@@ -251,13 +251,17 @@ pub struct LinguaEngine {
 }
 
 impl LinguaEngine {
-    /// Loads the language models of every supported language (hundreds of
-    /// milliseconds to seconds: this is what readiness waits for).
+    /// Builds the detector for every supported language. lingua's models
+    /// are compiled into the binary: "loading" one only wraps its bytes, and
+    /// the real cost, paging the data in, is paid by the first lookups, that
+    /// is by [`Engine::warm_up`] on the engine threads before readiness.
+    /// `with_preloaded_language_models` is not used: it does the same
+    /// wrapping in parallel on rayon's global pool, which then keeps one
+    /// idle thread per core for the life of the process, and lingua's
+    /// per-text API never uses rayon (BENCHMARKS.md, "Execution model").
     pub fn load() -> Self {
         let languages: Vec<_> = Language::ALL.iter().map(|l| l.to_lingua()).collect();
-        let detector = lingua::LanguageDetectorBuilder::from_languages(&languages)
-            .with_preloaded_language_models()
-            .build();
+        let detector = lingua::LanguageDetectorBuilder::from_languages(&languages).build();
         Self { detector }
     }
 }
