@@ -225,8 +225,8 @@ impl Engine for WhatlangEngine {
         EngineKind::Whatlang
     }
 
-    /// ~30 µs for a short sentence, ~2 µs per further 10 characters
-    /// (BENCHMARKS.md, "Execution model").
+    /// ~20 µs for a sentence, ~30 µs at 1,000 characters (BENCHMARKS.md,
+    /// "Execution model").
     fn cheap(&self) -> bool {
         true
     }
