@@ -9,7 +9,6 @@ use futures::StreamExt;
 use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{
@@ -54,15 +53,7 @@ fn lingua_settings() -> switchyard::configuration::Settings {
 async fn readiness_waits_for_the_warm_up() {
     let (loader, warming, gate) = GatedWarmUpLoader::new();
     let app = TestApp::spawn_with(settings(&[]), loader).await;
-    let mut watch = app
-        .health_client()
-        .await
-        .watch(HealthCheckRequest {
-            service: "readiness".into(),
-        })
-        .await
-        .expect("watch opens")
-        .into_inner();
+    let mut watch = app.watch("readiness").await;
     let first = watch.next().await.expect("open").expect("status");
     assert_eq!(first.status, ServingStatus::NotServing as i32);
     // The engines are loaded and a pool thread is warming lingua up.

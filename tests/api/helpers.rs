@@ -21,9 +21,9 @@ use switchyard::startup::{Application, StartupError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// Settings for tests: loopback, port 0, a short drain, plus `extra` flags.
 pub fn settings(extra: &[(&'static str, &str)]) -> Settings {
@@ -180,6 +180,18 @@ impl TestApp {
             .detect(request)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Opens a health Watch on `service`.
+    pub async fn watch(&self, service: &str) -> tonic::Streaming<HealthCheckResponse> {
+        self.health_client()
+            .await
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("watch opens")
+            .into_inner()
     }
 
     pub async fn check(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
