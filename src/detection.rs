@@ -95,7 +95,7 @@ pub struct DetectionService {
 
 impl DetectionService {
     /// A service with no engines yet: calls get [`DetectError::NotReady`]
-    /// until [`DetectionService::install_engines`].
+    /// until [`DetectionService::warm_up_and_install`].
     pub fn new(settings: &Settings, flags: Arc<FlagStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             engines: OnceLock::new(),

@@ -22,6 +22,11 @@
 //!   trait, and the loader that readies them at startup.
 //! - [`detection`]: the domain service: validates input, sheds load above the
 //!   concurrency limit, asks [`release`] which engine answers and runs it.
+//! - [`execution`]: where engine work runs: the concurrency slots, inline
+//!   execution of cheap engines on short texts, a fixed engine pool (one
+//!   thread per core) with a bounded queue, the warm-up readiness waits for,
+//!   and the engine and runtime USE metrics.
+//! - [`warm_up`]: the texts every engine detects before readiness.
 //! - [`release`]: the per-request decisions read from the flags: which
 //!   engine answers, which candidate runs dark, the live input limit.
 //! - [`flags`]: flagd-format feature flags: the compiled evaluator and the
@@ -34,6 +39,7 @@
 //!   shadow marking, and per-RPC observation: metrics, span, access line).
 //! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
 //!   RED metrics and Switchyard's own.
+//! - [`process_metrics`]: the conventional `process_*` metrics from `/proc`.
 //! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`,
 //!   `/metrics`).
 //! - [`shutdown`]: stop signals and the drain outcome (exit codes).
@@ -57,8 +63,9 @@
 //! [`detection::RequestContext`] and text, and calls
 //! [`detection::DetectionService::detect`]. That checks readiness, the text
 //! limits and a concurrency permit, asks [`release::decide`] for the
-//! engine, runs it on the blocking pool and returns a domain
-//! [`detection::Outcome`], which the edge turns back into a `DetectResponse`.
+//! engine, runs it inline or on the engine pool ([`execution`]) and returns
+//! a domain [`detection::Outcome`], which the edge turns back into a
+//! `DetectResponse`.
 #![forbid(unsafe_code)]
 
 pub mod admin_http;
