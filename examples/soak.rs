@@ -84,7 +84,11 @@ fn start_sink(addr: &str) -> Process {
 /// The flag set of reload `n`: the engine answering stays the default; the
 /// other engine runs dark for 10 % of users; the input limit alternates.
 fn flags(n: u32) -> String {
-    let limit = if n % 2 == 0 { "default" } else { "tight" };
+    let limit = if n.is_multiple_of(2) {
+        "default"
+    } else {
+        "tight"
+    };
     serde_json::json!({
         "flags": {
             "detector-engine": {"state": "ENABLED",

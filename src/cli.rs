@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// Longest text accepted, in characters [default: 10000] (detector.max_text_chars).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_text_chars: Option<String>,
+    /// Engine pool threads; 0 = one per core [default: 0] (detector.engine_threads).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub engine_threads: Option<String>,
+    /// Texts up to N characters run inline when the engine is cheap (whatlang) [default: 1000] (detector.inline_max_chars).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub inline_max_chars: Option<String>,
     /// Detect calls served at once; more are shed [default: 256] (server.max_concurrent_requests).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_concurrent_requests: Option<String>,
@@ -174,7 +180,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 25] = [
+        let pairs: [(&'static str, &Option<String>); 27] = [
             ("flags.path", &self.flags),
             ("flags.fractional_version", &self.fractional_version),
             ("server.grpc_addr", &self.grpc_addr),
@@ -185,6 +191,8 @@ impl ServeArgs {
             ("deployment.version", &self.app_version),
             ("telemetry.otlp_endpoint", &self.otlp_endpoint),
             ("detector.max_text_chars", &self.max_text_chars),
+            ("detector.engine_threads", &self.engine_threads),
+            ("detector.inline_max_chars", &self.inline_max_chars),
             (
                 "server.max_concurrent_requests",
                 &self.max_concurrent_requests,

@@ -312,6 +312,28 @@ pub struct DetectorSettings {
     pub default_engine: EngineKind,
     /// Longest text accepted, in characters (Unicode scalar values).
     pub max_text_chars: usize,
+    /// Engine pool threads; 0 (the default) means one per available core
+    /// (the cgroup CPU quota counts), so CPU-bound detections never
+    /// outnumber the cores.
+    pub engine_threads: usize,
+    /// Texts up to this many characters run inline on the request task when
+    /// the engine is cheap (whatlang); longer ones, and every lingua call, go
+    /// to the engine pool. Default 1000: whatlang takes ~20 µs on a
+    /// sentence and ~30 µs at 1,000 characters, well under the ~100 µs a
+    /// Tokio task should run between awaits, and less than a handoff to
+    /// another thread costs on a loaded machine (BENCHMARKS.md, "Execution
+    /// model"); 0 sends everything to the pool.
+    pub inline_max_chars: usize,
+}
+
+impl DetectorSettings {
+    /// [`DetectorSettings::engine_threads`], with 0 resolved to the cores.
+    pub fn engine_threads(&self) -> usize {
+        match self.engine_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 /// Health reporting.
@@ -401,6 +423,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("deployment.version", crate::VERSION),
     ("detector.default_engine", "lingua"),
     ("detector.max_text_chars", "10000"),
+    ("detector.engine_threads", "0"),
+    ("detector.inline_max_chars", "1000"),
     ("health.liveness_stall_threshold", "10"),
     ("log.level", "info"),
     ("flags.poll_interval", "10"),
@@ -547,6 +571,12 @@ impl Settings {
             return Err(ConfigError::setting(
                 "flags.context_headers",
                 "must be comma-separated metadata names",
+            ));
+        }
+        if self.detector.engine_threads > 1024 {
+            return Err(ConfigError::setting(
+                "detector.engine_threads",
+                "must be at most 1024 (0 means one per core)",
             ));
         }
         if self.detector.max_text_chars == 0 {

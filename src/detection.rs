@@ -7,16 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use opentelemetry::KeyValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 
 use crate::configuration::{DetectorSettings, Settings, Track};
 use crate::dark_launch::DarkLauncher;
-use crate::engine::{Detection, EngineKind, Engines};
-use crate::fault::{FaultInjector, Injected};
+use crate::engine::{Detection, EngineError, EngineKind, Engines, Language};
+use crate::execution::{Executor, RunError};
+use crate::fault::{FaultInjector, FaultSpec, Injected};
 use crate::flags::store::FlagStore;
-use crate::flags::{self, Reason};
+use crate::flags::{self, FlagSet, Reason};
 use crate::metrics::{DetectionLabels, EngineLabels, FlagLabels, Metrics};
 use crate::release;
 use crate::telemetry::Trace;
@@ -36,27 +39,6 @@ pub struct RequestContext {
     pub shadow: bool,
     /// The call's server span (children and attributes go there).
     pub trace: Trace,
-}
-
-/// Detection requests received (each Detect call and each DetectStream
-/// message), real and shadow apart.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    requests: AtomicU64,
-    shadow: AtomicU64,
-}
-
-impl Traffic {
-    /// Requests received that were not shadow traffic.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    /// Shadow requests received: mirrored copies, or anything served on the
-    /// shadow track.
-    pub fn shadow(&self) -> u64 {
-        self.shadow.load(Ordering::Relaxed)
-    }
 }
 
 /// Which build and track served a reply.
@@ -106,23 +88,21 @@ pub struct DetectionService {
     engines: OnceLock<Engines>,
     settings: DetectorSettings,
     served_by: ServedBy,
-    permits: Arc<Semaphore>,
-    max_concurrent: usize,
+    executor: Executor,
     flags: Arc<FlagStore>,
     dark: DarkLauncher,
     /// Flag evaluations that failed and served the code default.
     flag_errors: AtomicU64,
-    traffic: Traffic,
+    metrics: Arc<Metrics>,
+    series: CallSeries,
     /// The `fault-injection` flag's faults.
     faults: FaultInjector,
-    metrics: Arc<Metrics>,
 }
 
 impl DetectionService {
     /// A service with no engines yet: calls get [`DetectError::NotReady`]
-    /// until [`DetectionService::install_engines`].
+    /// until [`DetectionService::warm_up_and_install`].
     pub fn new(settings: &Settings, flags: Arc<FlagStore>, metrics: Arc<Metrics>) -> Self {
-        let max_concurrent = settings.server.max_concurrent_requests;
         Self {
             engines: OnceLock::new(),
             settings: settings.detector.clone(),
@@ -131,8 +111,11 @@ impl DetectionService {
                 pod: settings.deployment.pod.clone(),
                 track: settings.deployment.track,
             },
-            permits: Arc::new(Semaphore::new(max_concurrent)),
-            max_concurrent,
+            executor: Executor::new(
+                settings.server.max_concurrent_requests,
+                settings.detector.engine_threads(),
+                settings.detector.inline_max_chars,
+            ),
             flags,
             dark: DarkLauncher::new(
                 settings.dark_launch.max_in_flight,
@@ -140,7 +123,7 @@ impl DetectionService {
                 metrics.dark_launch_seconds.clone(),
             ),
             flag_errors: AtomicU64::new(0),
-            traffic: Traffic::default(),
+            series: CallSeries::new(&metrics),
             faults: FaultInjector::new(&metrics),
             metrics,
         }
@@ -149,11 +132,6 @@ impl DetectionService {
     /// Flag evaluations that failed (and served the code default) so far.
     pub fn flag_errors(&self) -> u64 {
         self.flag_errors.load(Ordering::Relaxed)
-    }
-
-    /// Requests received, real and shadow.
-    pub fn traffic(&self) -> &Traffic {
-        &self.traffic
     }
 
     /// The flag store.
@@ -186,9 +164,18 @@ impl DetectionService {
         flags::Context::new(ctx.user_id.as_deref(), attributes)
     }
 
-    /// Installs the loaded engines (once; later calls are ignored).
-    pub fn install_engines(&self, engines: Engines) {
+    /// Starts the engine pool and warms every engine up on each of its
+    /// threads (what readiness waits for), then installs the engines (once;
+    /// later calls are ignored).
+    pub async fn warm_up_and_install(&self, mut engines: Engines) -> Result<(), EngineError> {
+        self.executor.start(&mut engines).await?;
         let _ = self.engines.set(engines);
+        Ok(())
+    }
+
+    /// Where engine work runs, and its USE counters.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
     }
 
     /// The engines, once loaded.
@@ -200,113 +187,46 @@ impl DetectionService {
     /// engine [`release::decide`] picks. Unary calls shed when the
     /// limit is reached (`wait_for_permit = false`); a stream's next message
     /// waits for a permit, since a stream is already one slot of work.
+    ///
+    /// The stages, each a method: count the request, decide from the flags,
+    /// validate, admit, run (inline or on the engine pool, see
+    /// [`crate::execution`]), record, start the dark launch.
     pub async fn detect(
         &self,
         ctx: &RequestContext,
         text: String,
         wait_for_permit: bool,
     ) -> Result<Outcome, DetectError> {
-        let counter = if ctx.shadow {
-            &self.traffic.shadow
-        } else {
-            &self.traffic.requests
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         // One flag set for the whole request: never a mix of two.
         let flag_set = self.flags.current();
-        let flag_ctx = self.flag_context(ctx);
-        let decision = {
-            let _span = ctx.trace.child("flags.evaluate", || {
-                vec![KeyValue::new("revision", flag_set.revision.clone())]
-            });
-            release::decide(&flag_set, &flag_ctx, &self.settings)
-        };
-        let (fault, fault_evaluation) = release::fault(&flag_set, &flag_ctx);
-        for (flag, variant, reason) in decision.evaluations.iter().chain(&fault_evaluation) {
-            self.metrics
-                .flag_evaluations
-                .get_or_create(&FlagLabels {
-                    flag,
-                    variant: variant.clone().unwrap_or_default(),
-                    reason: reason.as_str(),
-                })
-                .inc();
-        }
-        // On the server span, and on the request's log lines.
-        let log_span = tracing::Span::current();
-        log_span.record("engine", decision.engine.as_str());
-        ctx.trace
-            .set_attribute(|| KeyValue::new("engine", decision.engine.as_str()));
-        if let Some(variant) = &decision.engine_variant {
-            log_span.record("variant", variant.as_str());
-            ctx.trace
-                .set_attribute(|| KeyValue::new("variant", variant.clone()));
-        }
-        for (flag, error) in &decision.errors {
-            self.flag_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                flag,
-                error = error.as_str(),
-                "flag error: code default served"
-            );
-        }
+        let (decision, fault) = self.decide(&flag_set, ctx);
+        // A rehearsed failure happens where a real one would: before the
+        // work, so an injected abort costs no engine time.
         self.faults.apply(fault.as_ref()).await?;
-        validate(&text, decision.max_text_chars)?;
+        let chars = validate(&text, decision.max_text_chars)?;
         let engines = self.engines.get().ok_or(DetectError::NotReady)?;
-        let permit = if wait_for_permit {
-            Arc::clone(&self.permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| DetectError::Overloaded {
-                    limit: self.max_concurrent,
-                })?
-        } else {
-            Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
-                self.metrics.shed.inc();
-                DetectError::Overloaded {
-                    limit: self.max_concurrent,
-                }
-            })?
-        };
+        let permit = self
+            .executor
+            .admit(wait_for_permit)
+            .await
+            .map_err(|e| self.run_error(decision.engine, e))?;
         let kind = decision.engine;
-        let engine = Arc::clone(engines.get(kind));
+        let engine = engines.get(kind);
         // The dark-launch candidate needs the text too: share it.
         let shared: Option<Arc<str>> = decision.dark_launch.map(|_| Arc::from(text.as_str()));
-        // CPU-bound work goes to the blocking pool so the runtime keeps
-        // answering health checks. If the caller's deadline passes, this
-        // future is dropped and no further work starts for the call; the
-        // detection already running is bounded by max_text_chars.
         let started = std::time::Instant::now();
-        // The permit goes with the work: a call abandoned at its deadline
-        // keeps its slot until the engine really finishes.
         let span = ctx.trace.child("engine.detect", || {
             vec![KeyValue::new("engine", kind.as_str())]
         });
-        let detection = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _span = span;
-            engine.detect(&text)
-        })
-        .await
-        .map_err(|e| DetectError::Engine {
-            engine: kind,
-            reason: e.to_string(),
-        })?;
+        // If the caller's deadline passes while the job waits for a pool
+        // thread, this future is dropped and the job never runs.
+        let detection = self
+            .executor
+            .run(engine, text, chars, permit, span)
+            .await
+            .map_err(|e| self.run_error(kind, e))?;
         let served_latency = started.elapsed();
-        self.metrics
-            .engine_seconds
-            .get_or_create(&EngineLabels {
-                engine: kind.as_str(),
-            })
-            .observe(served_latency.as_secs_f64());
-        self.metrics
-            .detections
-            .get_or_create(&DetectionLabels {
-                engine: kind.as_str(),
-                language: detection.language.map_or("und", |l| l.code()),
-                shadow: ctx.shadow,
-            })
-            .inc();
+        self.record(kind, &detection, ctx.shadow, served_latency);
         if let (Some(candidate), Some(text)) = (decision.dark_launch, shared) {
             self.dark.launch(
                 Arc::clone(engines.get(candidate)),
@@ -319,15 +239,195 @@ impl DetectionService {
         Ok(Outcome {
             detection,
             engine: kind,
-            variant: decision.engine_variant,
+            variant: decision.engine_variant.map(str::to_owned),
             reason: decision.engine_reason,
             served_by: self.served_by.clone(),
         })
     }
+
+    /// The release decision and the fault to inject for this request from
+    /// `flag_set`, counted and put on the span and log line. The evaluation
+    /// context is built only when a flag has a targeting rule that could
+    /// read it.
+    fn decide<'a>(
+        &self,
+        flag_set: &'a Arc<FlagSet>,
+        ctx: &RequestContext,
+    ) -> (release::Decision<'a>, Option<FaultSpec>) {
+        let (decision, (fault, fault_evaluation)) = {
+            let _span = ctx.trace.child("flags.evaluate", || {
+                vec![KeyValue::new("revision", flag_set.revision.clone())]
+            });
+            let flag_ctx = if flag_set.uses_context() {
+                self.flag_context(ctx)
+            } else {
+                flags::Context::default()
+            };
+            (
+                release::decide(flag_set, &flag_ctx, &self.settings),
+                release::fault(flag_set, &flag_ctx),
+            )
+        };
+        self.series
+            .count_evaluations(flag_set, &decision.evaluations);
+        // Only flag sets that define `fault-injection` get here: their
+        // series is looked up by label (a rehearsal, not the hot path).
+        if let Some((flag, variant, reason)) = fault_evaluation {
+            self.metrics
+                .flag_evaluations
+                .get_or_create(&FlagLabels {
+                    flag,
+                    variant: variant.unwrap_or_default().to_owned(),
+                    reason: reason.as_str(),
+                })
+                .inc();
+        }
+        // On the server span, and on the request's log lines.
+        let log_span = tracing::Span::current();
+        log_span.record("engine", decision.engine.as_str());
+        ctx.trace
+            .set_attribute(|| KeyValue::new("engine", decision.engine.as_str()));
+        if let Some(variant) = decision.engine_variant {
+            log_span.record("variant", variant);
+            ctx.trace
+                .set_attribute(|| KeyValue::new("variant", variant.to_owned()));
+        }
+        for (flag, error) in &decision.errors {
+            self.flag_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                flag,
+                error = error.as_str(),
+                "flag error: code default served"
+            );
+        }
+        (decision, fault)
+    }
+
+    /// The domain error for an execution error; a shed call is counted.
+    fn run_error(&self, engine: EngineKind, error: RunError) -> DetectError {
+        match error {
+            RunError::Overloaded { limit } => {
+                self.metrics.shed.inc();
+                DetectError::Overloaded { limit }
+            }
+            RunError::Failed(reason) => DetectError::Engine { engine, reason },
+        }
+    }
+
+    /// Records a served detection: engine latency and the detection count.
+    fn record(&self, kind: EngineKind, detection: &Detection, shadow: bool, latency: Duration) {
+        self.series.engine_seconds[kind.index()].observe(latency.as_secs_f64());
+        self.series.detection(kind, detection, shadow).inc();
+    }
 }
 
-/// Empty text and text over the (live) limit are refused.
-fn validate(text: &str, limit: usize) -> Result<(), DetectError> {
+/// The series a detection bumps, resolved once (or on first use) so a call
+/// neither hashes a label set nor allocates one.
+struct CallSeries {
+    metrics: Arc<Metrics>,
+    /// `switchyard_engine_seconds` by engine.
+    engine_seconds: [Histogram; 2],
+    /// `switchyard_detections_total` by engine, language (the last slot is
+    /// `und`) and shadow.
+    detections: [[[OnceLock<Counter>; 2]; 13]; 2],
+    /// `switchyard_flag_evaluations_total` for the flag set being served.
+    flags: ArcSwapOption<FlagSeries>,
+}
+
+/// `switchyard_flag_evaluations_total` counters for one flag set, by the
+/// release flag (in [`release::Decision::evaluations`] order), the variant's
+/// index in the flag (the last slot: no variant) and the reason.
+struct FlagSeries {
+    set: Arc<FlagSet>,
+    counters: [Vec<[OnceLock<Counter>; 5]>; 3],
+}
+
+fn reason_index(reason: Reason) -> usize {
+    match reason {
+        Reason::Static => 0,
+        Reason::TargetingMatch => 1,
+        Reason::Default => 2,
+        Reason::Disabled => 3,
+        Reason::Error => 4,
+    }
+}
+
+impl CallSeries {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            engine_seconds: EngineKind::ALL.map(|kind| {
+                metrics.engine_seconds.get_or_create_owned(&EngineLabels {
+                    engine: kind.as_str(),
+                })
+            }),
+            detections: Default::default(),
+            flags: ArcSwapOption::empty(),
+            metrics: Arc::clone(metrics),
+        }
+    }
+
+    fn detection(&self, kind: EngineKind, detection: &Detection, shadow: bool) -> &Counter {
+        let language = detection
+            .language
+            .and_then(|l| Language::ALL.iter().position(|x| *x == l))
+            .unwrap_or(Language::ALL.len());
+        self.detections[kind.index()][language][usize::from(shadow)].get_or_init(|| {
+            self.metrics
+                .detections
+                .get_or_create_owned(&DetectionLabels {
+                    engine: kind.as_str(),
+                    language: detection.language.map_or("und", |l| l.code()),
+                    shadow,
+                })
+        })
+    }
+
+    fn count_evaluations(&self, set: &Arc<FlagSet>, evaluations: &[release::Evaluation<'_>; 3]) {
+        let current = self.flags.load();
+        let series = match current.as_ref() {
+            Some(series) if Arc::ptr_eq(&series.set, set) => Arc::clone(series),
+            // A new flag set (rare): new slots, sized by its variants.
+            _ => {
+                let fresh = Arc::new(FlagSeries {
+                    set: Arc::clone(set),
+                    counters: evaluations.each_ref().map(|(flag, _, _)| {
+                        let variants = set.flag(flag).map_or(0, |f| f.variants.len());
+                        (0..=variants).map(|_| Default::default()).collect()
+                    }),
+                });
+                self.flags.store(Some(Arc::clone(&fresh)));
+                fresh
+            }
+        };
+        for (i, (flag, variant, reason)) in evaluations.iter().enumerate() {
+            let slots = &series.counters[i];
+            let slot = variant
+                .and_then(|v| {
+                    set.flag(flag)
+                        .and_then(|f| f.variants.iter().position(|(name, _)| name == v))
+                })
+                .unwrap_or(slots.len() - 1);
+            let Some(by_reason) = slots.get(slot) else {
+                continue;
+            };
+            by_reason[reason_index(*reason)]
+                .get_or_init(|| {
+                    self.metrics
+                        .flag_evaluations
+                        .get_or_create_owned(&FlagLabels {
+                            flag,
+                            variant: variant.unwrap_or_default().to_owned(),
+                            reason: reason.as_str(),
+                        })
+                })
+                .inc();
+        }
+    }
+}
+
+/// Empty text and text over the (live) limit are refused; returns the
+/// length in characters.
+fn validate(text: &str, limit: usize) -> Result<usize, DetectError> {
     if text.trim().is_empty() {
         return Err(DetectError::EmptyText);
     }
@@ -335,5 +435,5 @@ fn validate(text: &str, limit: usize) -> Result<(), DetectError> {
     if chars > limit {
         return Err(DetectError::TextTooLong { chars, limit });
     }
-    Ok(())
+    Ok(chars)
 }

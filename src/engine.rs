@@ -2,8 +2,9 @@
 //!
 //! Both engines choose among the same [`Language`] set, so their answers are
 //! comparable: that is what makes A/B tests and dark launches between them
-//! meaningful. Engines are synchronous and CPU-bound; callers run them on the
-//! blocking pool.
+//! meaningful. Engines are synchronous and CPU-bound; [`crate::execution`]
+//! runs them (inline when cheap, else on a fixed pool) and warms them up
+//! before readiness.
 
 use std::fmt;
 use std::str::FromStr;
@@ -140,6 +141,17 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// Both engines, in [`EngineKind::index`] order.
+    pub const ALL: [EngineKind; 2] = [EngineKind::Whatlang, EngineKind::Lingua];
+
+    /// 0 for whatlang, 1 for lingua: the slot of per-engine arrays.
+    pub fn index(self) -> usize {
+        match self {
+            EngineKind::Whatlang => 0,
+            EngineKind::Lingua => 1,
+        }
+    }
+
     /// The name used on the wire, in metrics and in configuration.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -221,6 +233,24 @@ pub trait Engine: Send + Sync + 'static {
     /// Detects the language of `text`. Never fails: an unreliable answer is
     /// `language: None`.
     fn detect(&self, text: &str) -> Detection;
+
+    /// Makes the first real call cost what the thousandth does: runs before
+    /// readiness turns SERVING, on every engine thread. By default one
+    /// detection of each text in [`crate::warm_up::TEXTS`] (three per
+    /// supported language), which maps in the model data those calls touch.
+    fn warm_up(&self) {
+        for (_, text) in crate::warm_up::TEXTS {
+            self.detect(text);
+        }
+    }
+
+    /// Whether a short text may run inline on the request task (up to
+    /// `detector.inline_max_chars`). Only for engines whose call costs tens
+    /// of microseconds; the default, `false`, always uses the engine pool,
+    /// so a slow or unknown engine can never stall the runtime.
+    fn cheap(&self) -> bool {
+        false
+    }
 }
 
 /// whatlang restricted to [`Language::ALL`].
@@ -266,6 +296,12 @@ impl Engine for WhatlangEngine {
         EngineKind::Whatlang
     }
 
+    /// ~20 µs for a sentence, ~30 µs at 1,000 characters (BENCHMARKS.md,
+    /// "Execution model").
+    fn cheap(&self) -> bool {
+        true
+    }
+
     fn detect(&self, text: &str) -> Detection {
         match self.detector.detect(text) {
             Some(info) => Detection::judged(
@@ -294,8 +330,14 @@ impl LinguaEngine {
     /// into `und` (BENCHMARKS.md, "Accuracy").
     pub const MIN_MARGIN: f64 = 0.0;
 
-    /// Loads the language models of every supported language (hundreds of
-    /// milliseconds to seconds: this is what readiness waits for).
+    /// Builds the detector for every supported language. lingua's models
+    /// are compiled into the binary: "loading" one only wraps its bytes, and
+    /// the real cost, paging the data in, is paid by the first lookups, that
+    /// is by [`Engine::warm_up`] on the engine threads before readiness.
+    /// `with_preloaded_language_models` is not used: it does the same
+    /// wrapping in parallel on rayon's global pool, which then keeps one
+    /// idle thread per core for the life of the process, and lingua's
+    /// per-text API never uses rayon (BENCHMARKS.md, "Execution model").
     pub fn load() -> Self {
         Self::load_with_min_margin(Self::MIN_MARGIN)
     }
@@ -304,9 +346,7 @@ impl LinguaEngine {
     /// it).
     pub fn load_with_min_margin(min_margin: f64) -> Self {
         let languages: Vec<_> = Language::ALL.iter().map(|l| l.to_lingua()).collect();
-        let detector = lingua::LanguageDetectorBuilder::from_languages(&languages)
-            .with_preloaded_language_models()
-            .build();
+        let detector = lingua::LanguageDetectorBuilder::from_languages(&languages).build();
         Self {
             detector,
             min_margin,
@@ -350,6 +390,8 @@ pub struct LoadedEngine {
 pub struct Engines {
     whatlang: LoadedEngine,
     lingua: LoadedEngine,
+    /// Time each engine's warm-up took (whatlang, lingua), once warmed.
+    warm_up: [Duration; 2],
 }
 
 impl Engines {
@@ -366,7 +408,22 @@ impl Engines {
                 });
             }
         }
-        Ok(Self { whatlang, lingua })
+        Ok(Self {
+            whatlang,
+            lingua,
+            warm_up: [Duration::ZERO; 2],
+        })
+    }
+
+    /// Records how long each engine's warm-up took (the longest over the
+    /// engine threads: what readiness waited for).
+    pub fn set_warm_up_time(&mut self, kind: EngineKind, took: Duration) {
+        self.warm_up[kind.index()] = took;
+    }
+
+    /// How long `kind`'s warm-up took (zero before it ran).
+    pub fn warm_up_time(&self, kind: EngineKind) -> Duration {
+        self.warm_up[kind.index()]
     }
 
     /// The engine of a kind.

@@ -26,6 +26,11 @@
 //!   evaluation set, for BENCHMARKS.md and the test suite's accuracy floor.
 //! - [`detection`]: the domain service: validates input, sheds load above the
 //!   concurrency limit, asks [`release`] which engine answers and runs it.
+//! - [`execution`]: where engine work runs: the concurrency slots, inline
+//!   execution of cheap engines on short texts, a fixed engine pool (one
+//!   thread per core) with a bounded queue, the warm-up readiness waits for,
+//!   and the engine and runtime USE metrics.
+//! - [`warm_up`]: the texts every engine detects before readiness.
 //! - [`release`]: the per-request decisions read from the flags: which
 //!   engine answers, which candidate runs dark, the live input limit.
 //! - [`fault`]: fault injection by flag (`fault-injection`): aborts and
@@ -43,6 +48,7 @@
 //!   GOAWAY).
 //! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
 //!   RED metrics and Switchyard's own.
+//! - [`process_metrics`]: the conventional `process_*` metrics from `/proc`.
 //! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`,
 //!   `/metrics`, and [`ofrep`]: OpenFeature Remote Evaluation of the live
 //!   flags).
@@ -69,8 +75,9 @@
 //! [`detection::RequestContext`] and text, and calls
 //! [`detection::DetectionService::detect`]. That checks readiness, the text
 //! limits and a concurrency permit, asks [`release::decide`] for the
-//! engine, runs it on the blocking pool and returns a domain
-//! [`detection::Outcome`], which the edge turns back into a `DetectResponse`.
+//! engine, runs it inline or on the engine pool ([`execution`]) and returns
+//! a domain [`detection::Outcome`], which the edge turns back into a
+//! `DetectResponse`.
 #![forbid(unsafe_code)]
 
 pub mod accuracy;
@@ -83,18 +90,21 @@ pub mod dark_launch;
 pub mod detection;
 pub mod drain;
 pub mod engine;
+pub mod execution;
 pub mod fault;
 pub mod flags;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod ofrep;
+pub mod process_metrics;
 pub mod release;
 pub mod shutdown;
 pub mod smoke;
 pub mod smoke_webhook;
 pub mod startup;
 pub mod telemetry;
+pub mod warm_up;
 pub mod watch;
 
 /// The build's version (`served_by.version` unless `--app-version` is set).

@@ -200,6 +200,43 @@ impl MethodTable {
     pub fn get(&self, path: &str) -> &Arc<Method> {
         self.by_path.get(path).unwrap_or(&self.unknown)
     }
+
+    /// Messages received by the methods at `paths` (unknown paths are
+    /// skipped), real and shadow apart.
+    pub fn received(&self, paths: &[&str]) -> Received {
+        let series = |shadow| {
+            paths
+                .iter()
+                .filter_map(|p| self.by_path.get(*p))
+                .map(|m| m.series(shadow).received.clone())
+                .collect()
+        };
+        Received {
+            real: series(false),
+            shadow: series(true),
+        }
+    }
+}
+
+/// Messages received by some methods, read from their
+/// `grpc_server_msg_received_total` series (the edge counts them once; this
+/// only reads the same counters).
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    real: Vec<Counter>,
+    shadow: Vec<Counter>,
+}
+
+impl Received {
+    /// Messages of real traffic.
+    pub fn real(&self) -> u64 {
+        self.real.iter().map(Counter::get).sum()
+    }
+
+    /// Messages of shadow traffic.
+    pub fn shadow(&self) -> u64 {
+        self.shadow.iter().map(Counter::get).sum()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -473,7 +510,7 @@ impl std::fmt::Debug for LiveState {
 }
 
 /// Encodes one unlabelled metric.
-fn single<M: EncodeMetric>(
+pub(crate) fn single<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -484,7 +521,7 @@ fn single<M: EncodeMetric>(
 }
 
 /// Encodes one metric with several label sets.
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+pub(crate) fn family<L: EncodeLabelSet, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

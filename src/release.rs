@@ -20,13 +20,14 @@ pub const MAX_TEXT_CHARS_FLAG: &str = "max-text-chars";
 /// The flag that injects faults into Detect and DetectStream calls.
 pub const FAULT_FLAG: &str = fault::FLAG;
 
-/// Everything decided for one request, from one flag set.
+/// Everything decided for one request, from one flag set (variant names are
+/// borrowed from it: nothing is allocated per request).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Decision<'a> {
     /// The engine that answers.
     pub engine: EngineKind,
     /// The `detector-engine` variant served (None when the code default was).
-    pub engine_variant: Option<String>,
+    pub engine_variant: Option<&'a str>,
     /// Why that engine.
     pub engine_reason: Reason,
     /// A candidate to run dark, if any.
@@ -36,18 +37,18 @@ pub struct Decision {
     /// Flag errors met while deciding (each served the code default).
     pub errors: Vec<(&'static str, ErrorCode)>,
     /// Each flag evaluated: (flag, variant served, reason), for metrics.
-    pub evaluations: [Evaluation; 3],
+    pub evaluations: [Evaluation<'a>; 3],
 }
 
 /// Decides for `ctx` with `flags`; the configured defaults serve whenever a
 /// flag is missing, disabled or broken.
-pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> Decision {
+pub fn decide<'a>(flags: &'a FlagSet, ctx: &Context, defaults: &DetectorSettings) -> Decision<'a> {
     let mut errors = Vec::new();
 
     let engine = flags.string(ENGINE_FLAG, ctx, defaults.default_engine.as_str());
     errors.extend(engine.error.map(|e| (ENGINE_FLAG, e)));
     let (kind, engine_variant, engine_reason) = match engine.value.parse::<EngineKind>() {
-        Ok(kind) => (kind, engine.variant.map(str::to_owned), engine.reason),
+        Ok(kind) => (kind, engine.variant, engine.reason),
         Err(_) => {
             errors.push((ENGINE_FLAG, ErrorCode::TypeMismatch));
             (defaults.default_engine, None, Reason::Error)
@@ -60,11 +61,7 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
             .filter(|e| *e != ErrorCode::FlagNotFound)
             .map(|e| (DARK_LAUNCH_FLAG, e)),
     );
-    let dark_evaluation = (
-        DARK_LAUNCH_FLAG,
-        dark.variant.map(str::to_owned),
-        dark.reason,
-    );
+    let dark_evaluation = (DARK_LAUNCH_FLAG, dark.variant, dark.reason);
     let dark_launch = match dark.value {
         "off" => None,
         other => match other.parse::<EngineKind>() {
@@ -84,11 +81,7 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
             .filter(|e| *e != ErrorCode::FlagNotFound)
             .map(|e| (MAX_TEXT_CHARS_FLAG, e)),
     );
-    let limit_evaluation = (
-        MAX_TEXT_CHARS_FLAG,
-        limit.variant.map(str::to_owned),
-        limit.reason,
-    );
+    let limit_evaluation = (MAX_TEXT_CHARS_FLAG, limit.variant, limit.reason);
     let max_text_chars = match usize::try_from(limit.value) {
         Ok(n) if n >= 1 => n,
         _ => {
@@ -100,7 +93,7 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
     Decision {
         engine: kind,
         evaluations: [
-            (ENGINE_FLAG, engine_variant.clone(), engine_reason),
+            (ENGINE_FLAG, engine_variant, engine_reason),
             dark_evaluation,
             limit_evaluation,
         ],
@@ -113,14 +106,14 @@ pub fn decide(flags: &FlagSet, ctx: &Context, defaults: &DetectorSettings) -> De
 }
 
 /// One flag evaluation, for `switchyard_flag_evaluations_total`: the flag,
-/// the variant served, the reason.
-pub type Evaluation = (&'static str, Option<String>, Reason);
+/// the variant served (borrowed from the flag set), the reason.
+pub type Evaluation<'a> = (&'static str, Option<&'a str>, Reason);
 
 /// The fault to inject into one call, from the same flag set and context as
 /// [`decide`], and the evaluation for metrics (`None` when the flag is not
 /// defined: most flag sets do not have it, and the metric would only grow).
 /// A missing, disabled or broken flag injects nothing.
-pub fn fault(flags: &FlagSet, ctx: &Context) -> (Option<FaultSpec>, Option<Evaluation>) {
+pub fn fault<'a>(flags: &'a FlagSet, ctx: &Context) -> (Option<FaultSpec>, Option<Evaluation<'a>>) {
     let resolution = flags.evaluate(FAULT_FLAG, ctx);
     if resolution.error == Some(ErrorCode::FlagNotFound) {
         return (None, None);
@@ -129,10 +122,8 @@ pub fn fault(flags: &FlagSet, ctx: &Context) -> (Option<FaultSpec>, Option<Evalu
     let spec = resolution
         .value
         .and_then(|value| FaultSpec::parse(value).ok().flatten());
-    let evaluation = (
-        FAULT_FLAG,
-        resolution.variant.map(str::to_owned),
-        resolution.reason,
-    );
-    (spec, Some(evaluation))
+    (
+        spec,
+        Some((FAULT_FLAG, resolution.variant, resolution.reason)),
+    )
 }

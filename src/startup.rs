@@ -16,7 +16,7 @@ use crate::admin_http;
 use crate::configuration::{Settings, Track};
 use crate::detection::DetectionService;
 use crate::drain::{Drain, ServingHandles};
-use crate::engine::{EngineError, EngineLoader, RealEngines};
+use crate::engine::{EngineError, EngineKind, EngineLoader, RealEngines};
 use crate::flags::definition::DefinitionErrors;
 use crate::flags::store::{FlagStore, spawn_watcher};
 use crate::grpc::admin::AdminService;
@@ -25,6 +25,7 @@ use crate::grpc::edge::{EdgeLayer, Observer};
 use crate::grpc::pb;
 use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
 use crate::metrics::{LiveState, MethodTable, Metrics};
+use crate::process_metrics::ProcessCollector;
 use crate::shutdown::{DrainOutcome, StopSignal};
 
 /// Every service served, as encoded descriptor sets: one list for
@@ -111,6 +112,8 @@ impl Application {
             flags,
             Arc::clone(&metrics),
         ));
+        metrics.register_collector(Box::new(detection.executor().collector()));
+        metrics.register_collector(Box::new(ProcessCollector));
         metrics.register_collector(Box::new(LiveState {
             detection: Arc::clone(&detection),
             health: health.clone(),
@@ -220,11 +223,23 @@ impl Application {
                         "engine loaded"
                     );
                 }
-                detection.install_engines(engines);
+                // Ready means warm: the pool threads start and warm every
+                // engine up before readiness turns SERVING.
+                detection.warm_up_and_install(engines).await?;
+                if let Some(engines) = detection.engines() {
+                    for kind in EngineKind::ALL {
+                        tracing::info!(
+                            engine = %kind,
+                            warm_up_ms = engines.warm_up_time(kind).as_millis() as u64,
+                            threads = detection.executor().threads(),
+                            "engine warmed up"
+                        );
+                    }
+                }
                 health.set_ready();
                 tracing::info!(
                     after_ms = started.elapsed().as_millis() as u64,
-                    "engines loaded"
+                    "engines loaded and warmed up"
                 );
                 Ok::<(), EngineError>(())
             })
@@ -247,6 +262,10 @@ impl Application {
                     Arc::clone(&settings),
                     health.clone(),
                     Arc::clone(&detection),
+                    methods.received(&[
+                        "/switchyard.v1.Detector/Detect",
+                        "/switchyard.v1.Detector/DetectStream",
+                    ]),
                     started,
                 ))
                 .max_decoding_message_size(max_message),

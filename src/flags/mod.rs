@@ -267,6 +267,19 @@ impl FlagSet {
         }
     }
 
+    /// The flag `key`, if the set has it.
+    pub fn flag(&self, key: &str) -> Option<&Flag> {
+        self.flags.get(key)
+    }
+
+    /// Whether any enabled flag has a targeting rule: without one, every
+    /// evaluation ignores the context, so callers need not build it.
+    pub fn uses_context(&self) -> bool {
+        self.flags
+            .values()
+            .any(|f| f.state == FlagState::Enabled && f.targeting.is_some())
+    }
+
     /// Flag keys, sorted.
     pub fn keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self.flags.keys().map(String::as_str).collect();

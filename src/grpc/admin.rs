@@ -11,6 +11,7 @@ use crate::detection::DetectionService;
 use crate::engine::Language;
 use crate::flags;
 use crate::health::HealthState;
+use crate::metrics::Received;
 
 const EVALUATE_FLAGS: &str = "switchyard.v1.Admin/EvaluateFlags";
 
@@ -19,21 +20,26 @@ pub struct AdminService {
     settings: Arc<Settings>,
     health: HealthState,
     detection: Arc<DetectionService>,
+    /// Detect calls and DetectStream messages received.
+    traffic: Received,
     started: Instant,
 }
 
 impl AdminService {
-    /// Reports on a replica started at `started`.
+    /// Reports on a replica started at `started`; `traffic` counts the
+    /// Detector's request messages.
     pub fn new(
         settings: Arc<Settings>,
         health: HealthState,
         detection: Arc<DetectionService>,
+        traffic: Received,
         started: Instant,
     ) -> Self {
         Self {
             settings,
             health,
             detection,
+            traffic,
             started,
         }
     }
@@ -57,6 +63,7 @@ impl pb::admin_server::Admin for AdminService {
                         name: loaded.engine.kind().as_str().to_owned(),
                         load_seconds: loaded.load_time.as_secs_f64(),
                         languages: languages.clone(),
+                        warm_up_seconds: engines.warm_up_time(loaded.engine.kind()).as_secs_f64(),
                     })
                     .collect()
             })
@@ -76,8 +83,8 @@ impl pb::admin_server::Admin for AdminService {
             flags: Some(self.flags_info()),
             dark_launch: Some(self.dark_launch_info()),
             traffic: Some(pb::TrafficInfo {
-                requests: self.detection.traffic().requests(),
-                shadow: self.detection.traffic().shadow(),
+                requests: self.traffic.real(),
+                shadow: self.traffic.shadow(),
             }),
         }))
     }

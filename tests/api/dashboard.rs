@@ -18,7 +18,7 @@ const DASHBOARD: &str = concat!(
 );
 
 /// Metric-name prefixes the dashboard queries.
-const PREFIXES: [&str; 2] = ["grpc_server_", "switchyard_"];
+const PREFIXES: [&str; 3] = ["grpc_server_", "switchyard_", "process_"];
 
 /// One panel query: the panel's title and the target's `expr`.
 struct Query {
@@ -71,7 +71,7 @@ fn is_ident(b: u8) -> bool {
 }
 
 /// The metric names in a PromQL expression: identifiers that start with
-/// `grpc_server_` or `switchyard_` (at an identifier boundary, so a label
+/// `grpc_server_`, `switchyard_` or `process_` (at an identifier boundary, so a label
 /// value such as `switchyard.v1.Detector` is not one).
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let bytes = expr.as_bytes();

@@ -9,7 +9,6 @@ use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use switchyard::shutdown::DrainOutcome;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{SLOW_ENGINE, SlowLoader, TestApp, settings};
@@ -26,15 +25,7 @@ async fn the_five_steps_in_order() {
         .await
         .ready()
         .await;
-    let mut watch = app
-        .health_client()
-        .await
-        .watch(HealthCheckRequest {
-            service: "readiness".into(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = app.watch("readiness").await;
     assert_eq!(serving(watch.next().await), ServingStatus::Serving);
     let mut stream_tx_rx = {
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::DetectRequest>(8);

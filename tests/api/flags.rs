@@ -512,8 +512,11 @@ async fn the_max_text_chars_flag_is_a_live_kill_switch() {
 async fn a_panicking_candidate_is_counted_and_harms_no_reply() {
     let cm = ConfigMapDir::new(&[("flags.json", &dark_flags("lingua"))]);
     let path = cm.path().to_str().expect("utf-8").to_owned();
+    // A long candidate timeout: with RUST_BACKTRACE=1 each panic resolves a
+    // backtrace of the debug test binary, which can take over a second on a
+    // loaded machine, and the candidate would count as a timeout instead.
     let app = TestApp::spawn_with(
-        settings(&[("flags.path", &path)]),
+        settings(&[("flags.path", &path), ("dark_launch.timeout", "20")]),
         Arc::new(crate::helpers::PanickingLinguaLoader),
     )
     .await
@@ -525,7 +528,7 @@ async fn a_panicking_candidate_is_counted_and_harms_no_reply() {
             "whatlang"
         );
     }
-    app.info_until(Duration::from_secs(3), "three candidate errors", |i| {
+    app.info_until(Duration::from_secs(20), "three candidate errors", |i| {
         i.dark_launch.as_ref().is_some_and(|d| d.errors == 3)
     })
     .await;

@@ -21,9 +21,9 @@ use switchyard::startup::{Application, StartupError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// Settings for tests: loopback, port 0, a short drain, plus `extra` flags.
 pub fn settings(extra: &[(&'static str, &str)]) -> Settings {
@@ -198,6 +198,18 @@ impl TestApp {
             .detect(request)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Opens a health Watch on `service`.
+    pub async fn watch(&self, service: &str) -> tonic::Streaming<HealthCheckResponse> {
+        self.health_client()
+            .await
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("watch opens")
+            .into_inner()
     }
 
     pub async fn check(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
@@ -392,6 +404,11 @@ impl Engine for SlowEngine {
         std::thread::sleep(self.delay);
         self.inner.detect(text)
     }
+
+    /// Only calls are slow; the warm-up is the real engine's.
+    fn warm_up(&self) {
+        self.inner.warm_up();
+    }
 }
 
 /// Loads a [`SlowEngine`] as whatlang and the real lingua. Tests that hold
@@ -544,6 +561,9 @@ impl Engine for PanickingLingua {
     fn detect(&self, _text: &str) -> Detection {
         panic!("candidate engine bug")
     }
+
+    /// Warms up fine: the bug is in serving calls.
+    fn warm_up(&self) {}
 }
 
 /// Loads the real whatlang and a lingua that panics.
@@ -560,5 +580,155 @@ impl EngineLoader for PanickingLinguaLoader {
                 load_time: Duration::ZERO,
             },
         )
+    }
+}
+
+/// Replaces lingua in the real engines with `wrap(lingua)`.
+fn with_lingua(
+    wrap: impl FnOnce(Arc<dyn Engine>) -> Arc<dyn Engine>,
+) -> Result<Engines, EngineError> {
+    let [whatlang, lingua] = RealEngines.load()?.loaded().map(Clone::clone);
+    Engines::new(
+        whatlang,
+        LoadedEngine {
+            engine: wrap(lingua.engine),
+            load_time: lingua.load_time,
+        },
+    )
+}
+
+/// An open-once gate threads can wait on.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        *self.open.lock().expect("gate lock") = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until open, for at most 30 s; false if it never opened.
+    fn wait(&self) -> bool {
+        let open = self.open.lock().expect("gate lock");
+        let (open, _) = self
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(30), |open| !*open)
+            .expect("gate lock");
+        *open
+    }
+}
+
+/// A lingua whose warm-up reports that it started, then waits for a gate
+/// before warming up for real: a slow warm-up the test controls.
+struct GatedWarmUp {
+    inner: Arc<dyn Engine>,
+    started: Mutex<std_mpsc::Sender<()>>,
+    gate: Arc<Gate>,
+}
+
+impl Engine for GatedWarmUp {
+    fn kind(&self) -> EngineKind {
+        self.inner.kind()
+    }
+
+    fn detect(&self, text: &str) -> Detection {
+        self.inner.detect(text)
+    }
+
+    fn warm_up(&self) {
+        let _ = self.started.lock().expect("lock").send(());
+        assert!(self.gate.wait(), "the test never opened the warm-up gate");
+        self.inner.warm_up();
+    }
+}
+
+/// Loads the real engines at once; lingua's warm-up waits for the gate.
+/// The receiver gets one message per engine thread that starts warming up.
+pub struct GatedWarmUpLoader {
+    started: std_mpsc::Sender<()>,
+    gate: Arc<Gate>,
+}
+
+impl GatedWarmUpLoader {
+    pub fn new() -> (Arc<Self>, std_mpsc::Receiver<()>, Arc<Gate>) {
+        let (started, rx) = std_mpsc::channel();
+        let gate = Arc::new(Gate::default());
+        let loader = Self {
+            started,
+            gate: Arc::clone(&gate),
+        };
+        (Arc::new(loader), rx, gate)
+    }
+}
+
+impl EngineLoader for GatedWarmUpLoader {
+    fn load(&self) -> Result<Engines, EngineError> {
+        with_lingua(|inner| {
+            Arc::new(GatedWarmUp {
+                inner,
+                started: Mutex::new(self.started.clone()),
+                gate: Arc::clone(&self.gate),
+            })
+        })
+    }
+}
+
+/// A lingua that skips its warm-up: a replica that would be "ready" cold.
+struct Unwarmed(Arc<dyn Engine>);
+
+impl Engine for Unwarmed {
+    fn kind(&self) -> EngineKind {
+        self.0.kind()
+    }
+
+    fn detect(&self, text: &str) -> Detection {
+        self.0.detect(text)
+    }
+
+    fn warm_up(&self) {}
+}
+
+/// Loads the real engines with lingua's warm-up skipped (a control).
+pub struct UnwarmedLinguaLoader;
+
+impl EngineLoader for UnwarmedLinguaLoader {
+    fn load(&self) -> Result<Engines, EngineError> {
+        with_lingua(|inner| Arc::new(Unwarmed(inner)))
+    }
+}
+
+/// A lingua that keeps a core busy for `0` per call (spinning, not
+/// sleeping): CPU-bound work that saturates the engine threads.
+pub struct BusyLinguaLoader(pub Duration);
+
+struct Busy {
+    inner: Arc<dyn Engine>,
+    spin: Duration,
+}
+
+impl Engine for Busy {
+    fn kind(&self) -> EngineKind {
+        self.inner.kind()
+    }
+
+    fn detect(&self, text: &str) -> Detection {
+        let until = Instant::now() + self.spin;
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        self.inner.detect(text)
+    }
+
+    fn warm_up(&self) {}
+}
+
+impl EngineLoader for BusyLinguaLoader {
+    fn load(&self) -> Result<Engines, EngineError> {
+        let spin = self.0;
+        with_lingua(|inner| Arc::new(Busy { inner, spin }))
     }
 }

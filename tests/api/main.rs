@@ -12,6 +12,7 @@ mod connections;
 mod dashboard;
 mod detect;
 mod drain;
+mod engines;
 mod envoy;
 mod fault_injection;
 mod flagd_testbed;

@@ -9,7 +9,11 @@ use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use tonic::transport::Channel;
 
-use crate::helpers::TestApp;
+use std::sync::Arc;
+
+use switchyard::engine::RealEngines;
+
+use crate::helpers::{TestApp, settings};
 use crate::kube::python;
 
 /// One sample: metric name, labels, value.
@@ -365,4 +369,106 @@ async fn und_answers_are_counted_per_engine() {
     };
     assert_eq!(detections("und"), 2.0);
     assert_eq!(detections("de"), 1.0);
+}
+
+/// Every USE series (engines, runtime, process) is on `/metrics`, parsed
+/// by the independent parser, with values that fit what was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_metrics_cover_engines_runtime_and_process() {
+    let app = TestApp::spawn_with(
+        settings(&[("detector.default_engine", "whatlang")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
+    app.detect("Good morning, how are you today?", "u1")
+        .await
+        .expect("whatlang inline");
+    app.detect(&"Guten Morgen, wie geht es dir? ".repeat(40), "u2")
+        .await
+        .expect("whatlang on the pool");
+    let samples = scrape(&app).await;
+    let has = |name: &str, labels: &[(&str, &str)]| {
+        samples.iter().any(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    };
+    for engine in ["whatlang", "lingua"] {
+        for executor in ["inline", "pool"] {
+            let labels = [("engine", engine), ("executor", executor)];
+            assert!(
+                has("switchyard_engine_busy_seconds_total", &labels),
+                "{labels:?}"
+            );
+            assert!(has("switchyard_engine_calls_total", &labels), "{labels:?}");
+        }
+        for error in ["abandoned", "failed"] {
+            let labels = [("engine", engine), ("error", error)];
+            assert!(has("switchyard_engine_errors_total", &labels), "{labels:?}");
+            assert_eq!(
+                value(&samples, "switchyard_engine_errors_total", &labels),
+                0.0
+            );
+        }
+    }
+    let calls = |executor| {
+        value(
+            &samples,
+            "switchyard_engine_calls_total",
+            &[("engine", "whatlang"), ("executor", executor)],
+        )
+    };
+    assert_eq!((calls("inline"), calls("pool")), (1.0, 1.0));
+    assert!(
+        value(
+            &samples,
+            "switchyard_engine_busy_seconds_total",
+            &[("engine", "whatlang"), ("executor", "pool")]
+        ) > 0.0
+    );
+    let threads = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    assert_eq!(value(&samples, "switchyard_engine_threads", &[]), threads);
+    assert_eq!(value(&samples, "switchyard_engine_slots", &[]), 256.0);
+    assert_eq!(value(&samples, "switchyard_engine_slots_in_use", &[]), 0.0);
+    assert_eq!(value(&samples, "switchyard_engine_queue_depth", &[]), 0.0);
+    assert_eq!(value(&samples, "switchyard_engine_waiting_calls", &[]), 0.0);
+    assert_eq!(value(&samples, "switchyard_runtime_workers", &[]), 2.0);
+    assert!(value(&samples, "switchyard_runtime_busy_seconds_total", &[]) > 0.0);
+    assert!(value(&samples, "switchyard_runtime_alive_tasks", &[]) >= 1.0);
+    assert!(has("switchyard_runtime_global_queue_depth", &[]));
+
+    // The process, read from /proc: compare with what this process is.
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("field")
+    };
+    let rss = value(&samples, "process_resident_memory_bytes", &[]);
+    assert!(
+        rss > 1e6 && rss < 4.0 * field("VmHWM:") * 1024.0,
+        "rss {rss}"
+    );
+    assert!(value(&samples, "process_virtual_memory_bytes", &[]) >= rss);
+    assert!(value(&samples, "process_cpu_seconds_total", &[]) > 0.0);
+    let open = value(&samples, "process_open_fds", &[]);
+    assert!(open >= 3.0, "open fds {open}");
+    assert!(value(&samples, "process_max_fds", &[]) >= open);
+    assert!(value(&samples, "process_threads", &[]) >= 2.0);
+    let start = value(&samples, "process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        start <= now + 1.0 && start > now - 3600.0,
+        "start {start}, now {now}"
+    );
 }
