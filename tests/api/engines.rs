@@ -307,7 +307,13 @@ fn process_threads() -> usize {
 
 #[tokio::test]
 async fn whatlang_runs_inline_and_lingua_on_the_pool() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(
+        settings(&[("detector.default_engine", "whatlang")]),
+        Arc::new(RealEngines),
+    )
+    .await
+    .ready()
+    .await;
     app.detect("Good morning, how are you today?", "alice")
         .await
         .expect("whatlang");
@@ -339,4 +345,23 @@ async fn whatlang_runs_inline_and_lingua_on_the_pool() {
         1.0,
         "a text over inline_max_chars goes to the pool: {text}"
     );
+    // lingua (the default engine) is never cheap enough to run inline.
+    let lingua = TestApp::spawn().await;
+    lingua
+        .detect("Good morning, how are you today?", "alice")
+        .await
+        .expect("lingua");
+    let (_, text) = lingua.admin_get("/metrics").await;
+    for (executor, calls) in [("pool", 1.0), ("inline", 0.0)] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    r#"switchyard_engine_calls_total{{engine="lingua",executor="{executor}"}}"#
+                )
+            ),
+            calls,
+            "{text}"
+        );
+    }
 }
