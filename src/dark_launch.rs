@@ -4,7 +4,7 @@
 //!
 //! Bounded on every side: a semaphore caps candidates in flight (when it is
 //! full the candidate is skipped and counted, never queued), each candidate
-//! has a timeout, and a panicking candidate is caught by the blocking pool.
+//! has a timeout, and a panicking candidate is caught on its thread.
 //! Each candidate runs in its own trace, linked to the request's.
 //!
 //! Candidates run on their own threads at the lowest CPU priority (nice
