@@ -30,23 +30,43 @@ use tower::{Service, ServiceExt};
 
 use crate::configuration::ConnectionSettings;
 
+/// What is served: the routes behind the edge layer, a service over tonic
+/// bodies that never fails (errors are gRPC statuses in the response).
+pub trait GrpcService:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The jitter on each connection's age: ±10 %, as gRFC A9 prescribes.
 const AGE_JITTER: f64 = 0.10;
 
 /// Serves `service` on `listener` until `stop` is cancelled, then sends
 /// GOAWAY to every connection and returns once all have closed.
-pub async fn serve<S>(
+pub async fn serve<S: GrpcService>(
     listener: TcpListener,
     service: S,
     settings: ConnectionSettings,
     stop: CancellationToken,
-) where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
@@ -113,18 +133,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve<S>(
+    async fn serve<S: GrpcService>(
         self,
         http2: hyper::server::conn::http2::Builder<TokioExecutor>,
         stream: TcpStream,
         service: S,
-    ) where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    ) {
         let hyper_service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 service.clone().oneshot(request.map(Body::new))

@@ -1,10 +1,6 @@
 //! Admin/GetInfo tells a person what this replica is.
 
-use std::sync::Arc;
-
-use switchyard::engine::RealEngines;
-
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn get_info_reports_identity_engines_health_and_config() {
@@ -40,13 +36,9 @@ async fn get_info_reports_identity_engines_health_and_config() {
 
 #[tokio::test]
 async fn app_version_names_the_release_in_info_and_replies() {
-    let app = TestApp::spawn_with(
-        settings(&[("deployment.version", "v2"), ("deployment.track", "canary")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app =
+        TestApp::spawn_configured(&[("deployment.version", "v2"), ("deployment.track", "canary")])
+            .await;
     let info = app.info().await;
     assert_eq!(info.version, "v2");
     assert_eq!(info.build_version, env!("CARGO_PKG_VERSION"));

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use tonic::Code;
 
@@ -23,13 +22,7 @@ async fn empty_or_blank_text_is_invalid_argument() {
 
 #[tokio::test]
 async fn text_over_the_limit_is_invalid_argument_naming_the_limit() {
-    let app = TestApp::spawn_with(
-        settings(&[("detector.max_text_chars", "50")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("detector.max_text_chars", "50")]).await;
     // 50 characters (multi-byte ones) pass; 51 do not.
     app.detect(&"é".repeat(50), "alice")
         .await
@@ -44,13 +37,7 @@ async fn text_over_the_limit_is_invalid_argument_naming_the_limit() {
 
 #[tokio::test]
 async fn a_message_over_the_decode_limit_is_resource_exhausted() {
-    let app = TestApp::spawn_with(
-        settings(&[("server.max_decoding_message_size", "2048")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("server.max_decoding_message_size", "2048")]).await;
     let err = app
         .detect(&"a".repeat(4000), "alice")
         .await

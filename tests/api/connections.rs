@@ -6,17 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use serde_json::json;
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 use crate::proxy::Envoy;
 use crate::rollout::reserve_port;
 
@@ -102,15 +100,10 @@ async fn next_reply(body: &mut h2::RecvStream) -> pb::DetectResponse {
 
 #[tokio::test]
 async fn an_aged_connection_gets_goaway_lets_its_calls_finish_and_closes_after_the_grace() {
-    let app = TestApp::spawn_with(
-        settings(&[
-            ("connection.max_age", "1s"),
-            ("connection.max_age_grace", "2s"),
-        ]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
+    let app = TestApp::spawn_configured(&[
+        ("connection.max_age", "1s"),
+        ("connection.max_age_grace", "2s"),
+    ])
     .await;
     let mut conn = RawConnection::open(app.grpc_addr).await;
     // A stream opened before the age, kept open across it.
@@ -160,20 +153,8 @@ async fn an_aged_connection_gets_goaway_lets_its_calls_finish_and_closes_after_t
 
 #[tokio::test]
 async fn an_idle_aged_connection_closes_at_its_age_and_without_an_age_lives_on() {
-    let aged = TestApp::spawn_with(
-        settings(&[("connection.max_age", "500ms")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
-    let unaged = TestApp::spawn_with(
-        settings(&[("connection.max_age", "off")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let aged = TestApp::spawn_configured(&[("connection.max_age", "500ms")]).await;
+    let unaged = TestApp::spawn_configured(&[("connection.max_age", "off")]).await;
     let mut to_aged = RawConnection::open(aged.grpc_addr).await;
     let mut to_unaged = RawConnection::open(unaged.grpc_addr).await;
     let closed = tokio::time::timeout(Duration::from_secs(3), &mut to_aged.closed)
@@ -197,13 +178,7 @@ async fn an_idle_aged_connection_closes_at_its_age_and_without_an_age_lives_on()
 /// Envoy as kube-proxy: a TCP proxy, round robin over the replica slots,
 /// with TCP health checks standing in for endpoint readiness.
 fn l4_bootstrap(slots: &[SocketAddr]) -> serde_json::Value {
-    let endpoints: Vec<_> = slots
-        .iter()
-        .map(|a| {
-            json!({"endpoint": {"address": {"socket_address": {
-                "address": a.ip().to_string(), "port_value": a.port()}}}})
-        })
-        .collect();
+    let endpoints = crate::proxy::lb_endpoints(slots);
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
@@ -308,17 +283,12 @@ async fn rebalance(age: &str, grace: &str, settle: Duration) -> Run {
         let addr = slots[i].to_string();
         let version = format!("r{}", i + 1);
         async move {
-            TestApp::spawn_with(
-                settings(&[
-                    ("server.grpc_addr", addr.as_str()),
-                    ("deployment.version", version.as_str()),
-                    ("connection.max_age", age),
-                    ("connection.max_age_grace", grace),
-                ]),
-                Arc::new(RealEngines),
-            )
-            .await
-            .ready()
+            TestApp::spawn_configured(&[
+                ("server.grpc_addr", addr.as_str()),
+                ("deployment.version", version.as_str()),
+                ("connection.max_age", age),
+                ("connection.max_age_grace", grace),
+            ])
             .await
         }
     };

@@ -4,13 +4,11 @@
 //! gets its version and track from the `switchyard_build_info` join.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchyard::engine::RealEngines;
 
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -211,10 +209,7 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
     let flags = dir.path().join("flags.json");
     std::fs::write(&flags, dark_launch_flags()).expect("write flags");
     let path = flags.to_str().expect("utf-8 path");
-    let app = TestApp::spawn_with(settings(&[("flags.path", path)]), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await;
+    let app = TestApp::spawn_configured(&[("flags.path", path)]).await;
 
     for (i, text) in [
         "Good morning, how are you? Today we are going to the market together.",

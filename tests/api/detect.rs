@@ -1,12 +1,9 @@
 //! Detect answers the right language with each engine and says who answered.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 
 /// A sentence per supported language, long enough for both engines.
 pub const SENTENCES: [(&str, &str); 12] = [
@@ -61,15 +58,10 @@ pub const SENTENCES: [(&str, &str); 12] = [
 ];
 
 async fn every_language_with(engine: &str) {
-    let app = TestApp::spawn_with(
-        settings(&[
-            ("detector.default_engine", engine),
-            ("deployment.track", "canary"),
-        ]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
+    let app = TestApp::spawn_configured(&[
+        ("detector.default_engine", engine),
+        ("deployment.track", "canary"),
+    ])
     .await;
     for (code, text) in SENTENCES {
         let reply = app.detect(text, "alice").await.expect("detect succeeds");
@@ -102,13 +94,7 @@ async fn the_engines_differ_where_the_brief_says_they_do() {
     let text = "Zero downtime deployments with Kubernetes";
     // whatlang leads with Portuguese by too little to be reliable: und.
     for (engine, expected) in [("whatlang", "und"), ("lingua", "en")] {
-        let app = TestApp::spawn_with(
-            settings(&[("detector.default_engine", engine)]),
-            Arc::new(RealEngines),
-        )
-        .await
-        .ready()
-        .await;
+        let app = TestApp::spawn_configured(&[("detector.default_engine", engine)]).await;
         let reply = app.detect(text, "bob").await.expect("detect");
         assert_eq!(
             (reply.engine.as_str(), reply.language.as_str()),

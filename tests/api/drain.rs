@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use switchyard::shutdown::DrainOutcome;
 use tonic::Code;
@@ -21,10 +20,7 @@ fn serving(
 
 #[tokio::test]
 async fn the_five_steps_in_order() {
-    let app = TestApp::spawn_with(settings(&[("drain.delay", "1")]), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await;
+    let app = TestApp::spawn_configured(&[("drain.delay", "1")]).await;
     let mut watch = app.watch("readiness").await;
     assert_eq!(serving(watch.next().await), ServingStatus::Serving);
     let mut stream_tx_rx = {
@@ -187,10 +183,7 @@ async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
 
 #[tokio::test]
 async fn a_second_signal_ends_the_drain_at_once() {
-    let app = TestApp::spawn_with(settings(&[("drain.delay", "30")]), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await;
+    let app = TestApp::spawn_configured(&[("drain.delay", "30")]).await;
     app.signal().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = Instant::now();

@@ -307,13 +307,7 @@ fn process_threads() -> usize {
 
 #[tokio::test]
 async fn whatlang_runs_inline_and_lingua_on_the_pool() {
-    let app = TestApp::spawn_with(
-        settings(&[("detector.default_engine", "whatlang")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("detector.default_engine", "whatlang")]).await;
     app.detect("Good morning, how are you today?", "alice")
         .await
         .expect("whatlang");

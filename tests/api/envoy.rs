@@ -9,17 +9,15 @@
 //! to Switchyard replicas started from the istio overlay's Deployments.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use tonic::transport::Channel;
 
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 use crate::kube::{self, Pod};
 use crate::proxy::{self, Envoy};
 
@@ -486,16 +484,11 @@ impl Mesh {
         let mut replicas = Vec::new();
         for pod in kube::pods(&docs) {
             let deployment = &pod.settings.deployment;
-            let app = TestApp::spawn_with(
-                settings(&[
-                    ("deployment.version", deployment.version.as_str()),
-                    ("deployment.track", deployment.track.as_str()),
-                    ("deployment.pod", pod.deployment.as_str()),
-                ]),
-                Arc::new(RealEngines),
-            )
-            .await
-            .ready()
+            let app = TestApp::spawn_configured(&[
+                ("deployment.version", deployment.version.as_str()),
+                ("deployment.track", deployment.track.as_str()),
+                ("deployment.pod", pod.deployment.as_str()),
+            ])
             .await;
             replicas.push((pod, app));
         }

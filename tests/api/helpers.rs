@@ -63,6 +63,14 @@ impl TestApp {
             .await
     }
 
+    /// Real engines, the test settings plus `extra`, ready before it returns.
+    pub async fn spawn_configured(extra: &[(&'static str, &str)]) -> Self {
+        Self::spawn_with(settings(extra), Arc::new(RealEngines))
+            .await
+            .ready()
+            .await
+    }
+
     /// Any settings and loader; does not wait for readiness.
     pub async fn spawn_with(settings: Settings, loader: Arc<dyn EngineLoader>) -> Self {
         let app = Application::build_with_loader(settings, loader)

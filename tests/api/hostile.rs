@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0x0;
@@ -215,10 +214,7 @@ impl Bystander {
 }
 
 async fn app(extra: &[(&'static str, &str)]) -> TestApp {
-    TestApp::spawn_with(settings(extra), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await
+    TestApp::spawn_configured(extra).await
 }
 
 /// The bystander's Health/Check p99 with no attack, for comparison.
@@ -381,13 +377,7 @@ async fn garbage_and_truncated_frames_end_the_connection_or_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_stream_is_bounded_and_ended_by_the_drain() {
-    let app = TestApp::spawn_with(
-        settings(&[("drain.timeout", "3"), ("drain.delay", "0")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("drain.timeout", "3"), ("drain.delay", "0")]).await;
     let bystander = Bystander::start(&app).await;
     let tcp = TcpStream::connect(app.grpc_addr).await.expect("connect");
     let (mut h2, connection) = h2::client::Builder::new()

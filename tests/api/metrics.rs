@@ -9,11 +9,7 @@ use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use tonic::transport::Channel;
 
-use std::sync::Arc;
-
-use switchyard::engine::RealEngines;
-
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 use crate::kube::python;
 
 /// One sample: metric name, labels, value.
@@ -375,13 +371,7 @@ async fn und_answers_are_counted_per_engine() {
 /// by the independent parser, with values that fit what was done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_metrics_cover_engines_runtime_and_process() {
-    let app = TestApp::spawn_with(
-        settings(&[("detector.default_engine", "whatlang")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("detector.default_engine", "whatlang")]).await;
     app.detect("Good morning, how are you today?", "u1")
         .await
         .expect("whatlang inline");

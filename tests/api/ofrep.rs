@@ -4,14 +4,12 @@
 //! scripts/test) asking a running Switchyard, before and after a ConfigMap
 //! flip.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 
-use crate::helpers::{ConfigMapDir, HttpReply, TestApp, http_request, settings};
+use crate::helpers::{ConfigMapDir, HttpReply, TestApp, http_request};
 use crate::kube::python;
 
 fn flags(banner: &str) -> String {
@@ -35,13 +33,7 @@ fn flags(banner: &str) -> String {
 
 async fn app_on(cm: &ConfigMapDir) -> TestApp {
     let path = cm.path().to_str().expect("utf-8").to_owned();
-    TestApp::spawn_with(
-        settings(&[("flags.path", path.as_str()), ("flags.debounce", "0.02")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await
+    TestApp::spawn_configured(&[("flags.path", path.as_str()), ("flags.debounce", "0.02")]).await
 }
 
 async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
@@ -322,15 +314,10 @@ async fn the_fractional_version_setting_picks_the_bucketing_served() {
     let cm = ConfigMapDir::new(&[("flags.json", &shorthand)]);
     let path = cm.path().to_str().expect("utf-8").to_owned();
     for (version, expected) in [("v2", "heads"), ("v3", "tails")] {
-        let app = TestApp::spawn_with(
-            settings(&[
-                ("flags.path", path.as_str()),
-                ("flags.fractional_version", version),
-            ]),
-            Arc::new(RealEngines),
-        )
-        .await
-        .ready()
+        let app = TestApp::spawn_configured(&[
+            ("flags.path", path.as_str()),
+            ("flags.fractional_version", version),
+        ])
         .await;
         let r = post(
             &app,

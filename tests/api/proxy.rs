@@ -44,6 +44,17 @@ pub fn bootstrap(routes: Value, clusters: Value) -> Value {
     })
 }
 
+/// A static cluster's `lb_endpoints` for `slots`.
+pub fn lb_endpoints(slots: &[SocketAddr]) -> Vec<Value> {
+    slots
+        .iter()
+        .map(|a| {
+            serde_json::json!({"endpoint": {"address": {"socket_address": {
+                "address": a.ip().to_string(), "port_value": a.port()}}}})
+        })
+        .collect()
+}
+
 pub fn envoy_binary() -> PathBuf {
     kube::venv_tool("SWITCHYARD_ENVOY", "envoy")
 }

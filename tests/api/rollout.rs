@@ -75,13 +75,7 @@ struct HealthChecks {
 /// would otherwise spray traffic at unhealthy hosts).
 fn bootstrap(slots: &[SocketAddr], hc: HealthChecks) -> serde_json::Value {
     let secs = |d: Duration| format!("{}s", d.as_secs_f64());
-    let endpoints: Vec<_> = slots
-        .iter()
-        .map(|a| {
-            json!({"endpoint": {"address": {"socket_address": {
-                "address": a.ip().to_string(), "port_value": a.port()}}}})
-        })
-        .collect();
+    let endpoints = crate::proxy::lb_endpoints(slots);
     let routes =
         json!([{"match": {"prefix": "/"}, "route": {"cluster": CLUSTER, "timeout": "0s"}}]);
     let cluster = json!({

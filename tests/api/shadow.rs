@@ -2,14 +2,11 @@
 //! authority ends in `-shadow`, as Envoy and Istio before 1.28 send it) or
 //! anything served with `--track shadow` is counted as shadow.
 
-use std::sync::Arc;
-
-use switchyard::engine::RealEngines;
 use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use tonic::transport::Channel;
 
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 
 const TEXT: &str = "Le renard brun rapide saute par-dessus le chien paresseux";
 
@@ -40,13 +37,7 @@ async fn mirrored_copies_are_counted_as_shadow_and_real_calls_are_not() {
 
 #[tokio::test]
 async fn everything_on_the_shadow_track_is_shadow() {
-    let app = TestApp::spawn_with(
-        settings(&[("deployment.track", "shadow")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("deployment.track", "shadow")]).await;
     let mut client = app.detector().await;
     for _ in 0..4 {
         detect(&mut client).await;

@@ -2,10 +2,8 @@
 //! (exit codes, lines) and through the library API.
 
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard::engine::RealEngines;
 use switchyard::smoke::{self, Check, SmokeError, SmokeOptions};
 
 use crate::helpers::{GatedLoader, TestApp, eventually, http_post, settings};
@@ -43,13 +41,7 @@ fn opts(addr: String) -> SmokeOptions {
 
 #[tokio::test]
 async fn a_healthy_replica_passes_with_one_ok_line_per_check_in_order() {
-    let app = TestApp::spawn_with(
-        settings(&[("deployment.version", "v2")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("deployment.version", "v2")]).await;
     let addr = app.grpc_addr.to_string();
 
     let out = smoke_bin(&["--addr", &addr, "--expect-version", "v2"]).await;
@@ -78,13 +70,7 @@ async fn a_healthy_replica_passes_with_one_ok_line_per_check_in_order() {
 
 #[tokio::test]
 async fn every_sentence_is_also_right_for_the_fast_engine() {
-    let app = TestApp::spawn_with(
-        settings(&[("detector.default_engine", "whatlang")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("detector.default_engine", "whatlang")]).await;
     let mut out = Vec::new();
 
     let report = smoke::run(&opts(app.grpc_addr.to_string()), &mut out)
@@ -157,10 +143,7 @@ async fn a_replica_still_loading_its_engines_is_not_ready() {
 
 #[tokio::test]
 async fn a_draining_replica_fails_readiness_though_it_still_answers() {
-    let app = TestApp::spawn_with(settings(&[("drain.delay", "5")]), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await;
+    let app = TestApp::spawn_configured(&[("drain.delay", "5")]).await;
     app.signal().await;
     eventually(Duration::from_secs(2), "draining", || {
         app.health.is_draining()
@@ -202,13 +185,7 @@ async fn a_bad_addr_is_bad_usage_exit_2_with_one_line() {
 
 #[tokio::test]
 async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
-    let app = TestApp::spawn_with(
-        settings(&[("deployment.version", "v2")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app = TestApp::spawn_configured(&[("deployment.version", "v2")]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -4,12 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard::engine::RealEngines;
-
-use crate::helpers::{TestApp, settings};
+use crate::helpers::TestApp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -99,13 +96,8 @@ async fn two_seconds_at_50_rps_make_about_100_calls_and_show_the_split() {
     let flags = dir.path().join("flags.json");
     std::fs::write(&flags, HALF_AND_HALF).expect("write flags");
     let flags = flags.to_str().expect("utf-8");
-    let app = TestApp::spawn_with(
-        settings(&[("flags.path", flags), ("deployment.version", "v2")]),
-        Arc::new(RealEngines),
-    )
-    .await
-    .ready()
-    .await;
+    let app =
+        TestApp::spawn_configured(&[("flags.path", flags), ("deployment.version", "v2")]).await;
     let addr = app.grpc_addr.to_string();
 
     let out = watch_bin(&[
@@ -185,10 +177,7 @@ async fn nothing_listening_counts_every_call_as_unavailable_and_exits_1() {
 
 #[tokio::test]
 async fn a_replica_that_goes_away_mid_run_shows_failures_and_the_gap() {
-    let app = TestApp::spawn_with(settings(&[("drain.delay", "0.1")]), Arc::new(RealEngines))
-        .await
-        .ready()
-        .await;
+    let app = TestApp::spawn_configured(&[("drain.delay", "0.1")]).await;
     let addr = app.grpc_addr.to_string();
     let child = watch_command(&["--addr", &addr, "--rps", "50", "--duration", "3"])
         .spawn()
