@@ -436,8 +436,10 @@ fn compile_fractional(args: &[&Value], warnings: &mut Vec<String>) -> Result<Nod
         };
         compiled.push((compile(&items[0], warnings)?, weight));
     }
+    // Saturating: a huge weight (found by fuzzing: 2.7e89) must make the
+    // total too large (null, as flagd caps it), never wrap to a small one.
     let total = compiled.iter().try_fold(0u64, |sum, (_, w)| match w {
-        Weight::Fixed(w) => Some(sum + w),
+        Weight::Fixed(w) => Some(sum.saturating_add(*w)),
         Weight::Computed(_) => None,
     });
     Ok(Node::Fractional {

@@ -508,3 +508,28 @@ fn metadata_is_merged_flag_over_set() {
     );
     assert!(flags.evaluate("nope", &ctx).metadata.is_empty());
 }
+
+/// Fuzzing found it (`fuzz/artifacts/flags_eval/crash-9bf01f92...`): a
+/// weight too large for any integer overflowed the total at load (a panic
+/// with overflow checks, a wrong small total without). Such a total is over
+/// flagd's cap, so the rule gives null and the default variant serves.
+#[test]
+fn huge_fractional_weights_give_null_not_a_wrapped_total() {
+    for weight in [json!(2.7e89), json!(u64::MAX), json!(i64::MAX)] {
+        let flags = set(json!({"flags": {"f": {
+            "state": "ENABLED",
+            "variants": {"a": "a", "b": "b", "c": "c"},
+            "defaultVariant": "c",
+            "targeting": {"fractional": [["a", weight], ["b", 50]]}
+        }}}));
+        for key in ["alice", "bob", "carol"] {
+            let ctx = Context::new(Some(key), serde_json::Map::new());
+            let r = flags.evaluate("f", &ctx);
+            assert_eq!(
+                (r.variant, r.reason),
+                (Some("c"), Reason::Default),
+                "{weight}: {key}"
+            );
+        }
+    }
+}
