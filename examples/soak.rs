@@ -14,6 +14,9 @@
 //!   engine at 10 % and alternates the input limit.
 //! - Traces: exported at 100 % to `examples/otlp-sink`, which is down from
 //!   30 % to 50 % of the run (the exporter must drop, count and recover).
+//! - Calls that raced a connection-age GOAWAY and reached no server are
+//!   sent again once and counted apart (gRFC A6's transparent retry, which
+//!   tonic lacks: `switchyard::client::never_processed`).
 //! - Every 10 s: RSS, open descriptors and threads of the server (from
 //!   /proc), calls and failures, Detect p50/p99 of the window. Written to
 //!   OUT_DIR/soak.csv; the summary compares the last sample with the first
@@ -269,9 +272,12 @@ async fn main() {
     let end = started + Duration::from_secs_f64(secs);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    // Calls retried because no server had processed them.
+    let retried = Arc::new(AtomicU64::new(0));
     let pacer = {
         let (window, channel, in_flight) =
             (Arc::clone(&window), channel.clone(), Arc::clone(&in_flight));
+        let retried = Arc::clone(&retried);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -285,9 +291,18 @@ async fn main() {
                 };
                 let (window, mut client) =
                     (Arc::clone(&window), DetectorClient::new(channel.clone()));
+                let retried = Arc::clone(&retried);
                 tokio::spawn(async move {
                     let asked = Instant::now();
-                    let result = call(&mut client, user).await;
+                    let mut result = call(&mut client, user).await;
+                    // gRFC A6's transparent retry, which tonic lacks: a call
+                    // that raced a GOAWAY and reached no server.
+                    if let Err(status) = &result
+                        && switchyard::client::never_processed(status)
+                    {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        result = call(&mut client, user).await;
+                    }
                     let mut w = window.lock().expect("window");
                     match result {
                         Ok(()) => w.latencies_us.push(asked.elapsed().as_micros() as u64),
@@ -388,9 +403,10 @@ async fn main() {
         return;
     };
     let growth = |a: u64, b: u64| (b as f64 - a as f64) / (a.max(1) as f64) * 100.0;
+    let retried = retried.load(Ordering::Relaxed);
     let summary = format!(
         "soak: {secs:.0} s at {rate:.0}/s ({load} of {saturated:.0}/s), {reloaded} flag reloads, collector down 30-50 %: \
-         failed {total_failed}; after {warmup:.0} s warm-up: RSS {} -> {} KiB ({:+.1} %), fds {} -> {} ({:+.1} %), \
+         failed {total_failed} (retried, never processed: {retried}); after {warmup:.0} s warm-up: RSS {} -> {} KiB ({:+.1} %), fds {} -> {} ({:+.1} %), \
          threads {} -> {} ({:+.1} %), p99 {:.2} -> {:.2} ms",
         first.1,
         last.1,

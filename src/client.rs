@@ -45,6 +45,33 @@ pub fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, AddrError> {
         .map_err(|e| invalid(&e.to_string()))
 }
 
+/// Whether a failed call was never processed by any server, so sending it
+/// again is safe: gRPC's transparent retry (gRFC A6), which tonic's client
+/// does not do. Two cases meet a GOAWAY (a connection-age or drain one): the
+/// request was still queued in the client when its connection closed
+/// (hyper: canceled, never sent), or the server's final GOAWAY named a last
+/// stream below it (h2: GOAWAY with NO_ERROR, refused unprocessed).
+pub fn never_processed(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(cause) = next {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        if let Some(h2) = cause.downcast_ref::<h2::Error>()
+            && h2.is_go_away()
+            && h2.is_remote()
+            && h2.reason() == Some(h2::Reason::NO_ERROR)
+        {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
+}
+
 /// Why a connection failed, cause by cause (`tcp connect error: Connection
 /// refused (os error 111)`), without tonic's generic outer "transport error".
 pub fn connect_error(err: &tonic::transport::Error) -> String {

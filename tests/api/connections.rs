@@ -214,33 +214,6 @@ fn l4_bootstrap(slots: &[SocketAddr]) -> serde_json::Value {
     })
 }
 
-/// gRPC's transparent retry (gRFC A6), which tonic's client does not do: a
-/// call no server processed may be sent again. Two cases meet a GOAWAY:
-/// the request was still queued in the client when its connection closed
-/// (hyper: canceled, never sent), or the server's final GOAWAY named a last
-/// stream below it (h2: GOAWAY with NO_ERROR, refused unprocessed). Any
-/// other error is a failure.
-fn never_processed(status: &tonic::Status) -> bool {
-    let mut next = std::error::Error::source(status);
-    while let Some(cause) = next {
-        if cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_canceled)
-        {
-            return true;
-        }
-        if let Some(h2) = cause.downcast_ref::<h2::Error>()
-            && h2.is_go_away()
-            && h2.is_remote()
-            && h2.reason() == Some(h2::Reason::NO_ERROR)
-        {
-            return true;
-        }
-        next = cause.source();
-    }
-    false
-}
-
 /// How long the share is measured once settled: several connection ages,
 /// so which replica the last reconnect happened to reach hardly matters.
 const MEASURED: Duration = Duration::from_secs(8);
@@ -330,7 +303,7 @@ async fn rebalance(age: &str, grace: &str, settle: Duration) -> Run {
         let mut result = client.detect(pb::DetectRequest { text: TEXT.into() }).await;
         run.calls += 1;
         if let Err(status) = &result
-            && never_processed(status)
+            && switchyard::client::never_processed(status)
         {
             run.retried += 1;
             result = client.detect(pb::DetectRequest { text: TEXT.into() }).await;
