@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+// Cargo talks to build scripts through the environment.
+#[allow(clippy::disallowed_methods)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/switchyard/v1/detector.proto",

@@ -39,6 +39,9 @@ use tonic::transport::Channel;
 
 const TEXT: &str = "Zero downtime deployments with Kubernetes need careful draining";
 
+// A benchmark's knobs, read where it starts (the service reads the
+// environment only through its settings).
+#[allow(clippy::disallowed_methods)]
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::configuration::Overrides;
+use crate::configuration::{Overrides, Settings};
 
 /// Switchyard: language detection over gRPC, built for zero-downtime releases.
 #[derive(Debug, Parser)]
@@ -87,159 +87,244 @@ pub enum FlagsCommand {
     },
 }
 
-/// `switchyard serve`. Every flag overrides the same setting from the file
-/// and the environment (`SWITCHYARD__SECTION__KEY`).
-#[derive(Debug, Default, Args)]
+/// `switchyard serve`'s flags: `--config` and one flag per row of
+/// [`SERVE_FLAGS`], each overriding the same setting from the file and the
+/// environment (`SWITCHYARD__SECTION__KEY`). Values stay strings: the
+/// settings loader checks them, with the same messages whatever the layer.
+#[derive(Debug, Default, Clone)]
 pub struct ServeArgs {
     /// Settings file, YAML or TOML.
-    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// gRPC listen address [default: 0.0.0.0:50051] (server.grpc_addr).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub grpc_addr: Option<String>,
-    /// Admin HTTP listen address [default: 0.0.0.0:9090] (server.admin_addr).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub admin_addr: Option<String>,
-    /// Seconds to keep serving after SIGTERM [default: 5] (drain.delay).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    pub drain_delay: Option<String>,
-    /// Seconds to wait for in-flight RPCs [default: 20] (drain.timeout).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    pub drain_timeout: Option<String>,
-    /// stable | canary | blue | green | shadow [default: stable] (deployment.track).
-    #[arg(long, value_name = "TRACK")]
-    pub track: Option<String>,
-    /// Release version reported in replies, e.g. `v2` [default: the build version] (deployment.version).
-    #[arg(long, value_name = "VERSION")]
-    pub app_version: Option<String>,
-    /// Longest text accepted, in characters [default: 10000] (detector.max_text_chars).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub max_text_chars: Option<String>,
-    /// Engine pool threads; 0 = one per core [default: 0] (detector.engine_threads).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub engine_threads: Option<String>,
-    /// Texts up to N characters run inline when the engine is cheap (whatlang) [default: 1000] (detector.inline_max_chars).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub inline_max_chars: Option<String>,
-    /// Detect calls served at once; more are shed [default: 256] (server.max_concurrent_requests).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub max_concurrent_requests: Option<String>,
-    /// Flag source: a directory (mounted ConfigMap) or a file [default: built-in flags] (flags.path).
-    #[arg(long, value_name = "PATH")]
-    pub flags: Option<String>,
-    /// v2 | v3: how `fractional` buckets [default: v2, flagd's core today] (flags.fractional_version).
-    #[arg(long, value_name = "VERSION")]
-    pub fractional_version: Option<String>,
-    /// Largest request message in bytes [default: 4194304] (server.max_decoding_message_size).
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
-    pub max_decoding_message_size: Option<String>,
-    /// whatlang | lingua [default: lingua] (detector.default_engine).
-    #[arg(long, value_name = "ENGINE")]
-    pub default_engine: Option<String>,
-    /// Seconds of runtime stall before liveness fails [default: 10] (health.liveness_stall_threshold).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    pub liveness_stall_threshold: Option<String>,
-    /// File created when ready, removed when draining (health.ready_file).
-    #[arg(long, value_name = "PATH")]
-    pub ready_file: Option<String>,
-    /// json | pretty [default: json unless stdout is a terminal] (log.format).
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// OTLP/gRPC trace collector URL; export is off when unset [default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT] (telemetry.otlp_endpoint).
-    #[arg(long, value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
-    /// Log filter such as `info`; `RUST_LOG` wins when set [default: info] (log.level).
-    #[arg(long, value_name = "FILTER")]
-    pub log_level: Option<String>,
-    /// GOAWAY after this connection age, ±10 % jitter; `off` never [default: 5m] (connection.max_age).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub max_connection_age: Option<String>,
-    /// Time calls get after the age GOAWAY before the connection closes; `off` unbounded [default: 30s] (connection.max_age_grace).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub max_connection_age_grace: Option<String>,
-    /// HTTP/2 PING interval; `off` disables [default: 60s] (connection.http2_keepalive_interval).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub http2_keepalive_interval: Option<String>,
-    /// Unanswered PING closes the connection after [default: 20s] (connection.http2_keepalive_timeout).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub http2_keepalive_timeout: Option<String>,
-    /// TCP keepalive idle time; `off` disables [default: 60s] (connection.tcp_keepalive).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub tcp_keepalive: Option<String>,
-    /// Streams open at once per connection [default: 256] (connection.max_concurrent_streams).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub max_concurrent_streams: Option<String>,
-    /// Largest header list in bytes [default: 16384] (connection.max_header_list_size).
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
-    pub max_header_list_size: Option<String>,
-    /// Reset-before-accepted streams before GOAWAY (rapid reset) [default: 20] (connection.max_pending_accept_reset_streams).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub max_pending_accept_reset_streams: Option<String>,
+    /// `(setting key, value)` for each flag given.
+    pub values: Vec<(&'static str, String)>,
+}
+
+/// A `serve` flag: the setting it overrides and its help. The default shown
+/// in `--help` is read from [`Settings::default`], never written here.
+#[derive(Debug)]
+pub struct ServeFlag {
+    /// The long flag, `drain-delay`.
+    pub long: &'static str,
+    /// The setting, `drain.delay`.
+    pub key: &'static str,
+    pub value_name: &'static str,
+    pub help: &'static str,
+    /// What an unset optional setting means, for the help text.
+    pub unset: Option<&'static str>,
+}
+
+const fn flag(
+    long: &'static str,
+    key: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+) -> ServeFlag {
+    ServeFlag {
+        long,
+        key,
+        value_name,
+        help,
+        unset: None,
+    }
+}
+
+const fn optional(
+    long: &'static str,
+    key: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+    unset: &'static str,
+) -> ServeFlag {
+    ServeFlag {
+        long,
+        key,
+        value_name,
+        help,
+        unset: Some(unset),
+    }
+}
+
+/// Every `serve` flag (public interface: the names stay).
+pub const SERVE_FLAGS: &[ServeFlag] = &[
+    flag("grpc-addr", "server.grpc_addr", "HOST:PORT", "gRPC listen address"),
+    flag("admin-addr", "server.admin_addr", "HOST:PORT", "Admin HTTP listen address"),
+    flag("drain-delay", "drain.delay", "DURATION", "Time to keep serving after SIGTERM"),
+    flag("drain-timeout", "drain.timeout", "DURATION", "Time to wait for in-flight RPCs"),
+    flag("track", "deployment.track", "TRACK", "stable | canary | blue | green | shadow"),
+    flag(
+        "app-version",
+        "deployment.version",
+        "VERSION",
+        "Release version reported in replies, e.g. `v2`",
+    ),
+    flag("max-text-chars", "detector.max_text_chars", "N", "Longest text accepted, in characters"),
+    flag("engine-threads", "detector.engine_threads", "N", "Engine pool threads; 0 = one per core"),
+    flag(
+        "inline-max-chars",
+        "detector.inline_max_chars",
+        "N",
+        "Texts up to N characters run inline when the engine is cheap (whatlang)",
+    ),
+    flag(
+        "max-concurrent-requests",
+        "server.max_concurrent_requests",
+        "N",
+        "Detect calls served at once; more are shed",
+    ),
+    optional(
+        "flags",
+        "flags.path",
+        "PATH",
+        "Flag source: a directory (mounted ConfigMap) or a file",
+        "the built-in flags",
+    ),
+    flag(
+        "fractional-version",
+        "flags.fractional_version",
+        "VERSION",
+        "v2 | v3: how `fractional` buckets (v2 is flagd's core today)",
+    ),
+    flag(
+        "max-decoding-message-size",
+        "server.max_decoding_message_size",
+        "BYTES",
+        "Largest request message in bytes",
+    ),
+    flag("default-engine", "detector.default_engine", "ENGINE", "whatlang | lingua"),
+    flag(
+        "liveness-stall-threshold",
+        "health.liveness_stall_threshold",
+        "DURATION",
+        "Runtime stall before liveness fails",
+    ),
+    optional(
+        "ready-file",
+        "health.ready_file",
+        "PATH",
+        "File created when ready, removed when draining",
+        "none",
+    ),
+    optional(
+        "log-format",
+        "log.format",
+        "FORMAT",
+        "json | pretty",
+        "json unless stdout is a terminal",
+    ),
+    optional(
+        "otlp-endpoint",
+        "telemetry.otlp_endpoint",
+        "URL",
+        "OTLP trace collector URL; export is off when unset",
+        "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT",
+    ),
+    flag("log-level", "log.level", "FILTER", "Log filter such as `info`; `RUST_LOG` wins when set"),
+    flag(
+        "max-connection-age",
+        "connection.max_age",
+        "DURATION",
+        "GOAWAY after this connection age, ±10 % jitter; `off` never",
+    ),
+    flag(
+        "max-connection-age-grace",
+        "connection.max_age_grace",
+        "DURATION",
+        "Time calls get after the age GOAWAY before the connection closes; `off` unbounded",
+    ),
+    flag(
+        "http2-keepalive-interval",
+        "connection.http2_keepalive_interval",
+        "DURATION",
+        "HTTP/2 PING interval; `off` disables",
+    ),
+    flag(
+        "http2-keepalive-timeout",
+        "connection.http2_keepalive_timeout",
+        "DURATION",
+        "Unanswered PING closes the connection after",
+    ),
+    flag("tcp-keepalive", "connection.tcp_keepalive", "DURATION", "TCP keepalive idle time; `off` disables"),
+    flag(
+        "max-concurrent-streams",
+        "connection.max_concurrent_streams",
+        "N",
+        "Streams open at once per connection",
+    ),
+    flag(
+        "max-header-list-size",
+        "connection.max_header_list_size",
+        "BYTES",
+        "Largest header list in bytes",
+    ),
+    flag(
+        "max-pending-accept-reset-streams",
+        "connection.max_pending_accept_reset_streams",
+        "N",
+        "Reset-before-accepted streams before GOAWAY (rapid reset)",
+    ),
+];
+
+impl ServeFlag {
+    /// `help [default: VALUE] (key)`, the default read from the settings.
+    fn help_text(&self) -> String {
+        let default = Settings::default_of(self.key)
+            .or_else(|| self.unset.map(str::to_owned))
+            .unwrap_or_else(|| "none".to_owned());
+        format!("{} [default: {default}] ({})", self.help, self.key)
+    }
 }
 
 impl ServeArgs {
     /// The flags as the top settings layer.
     pub fn overrides(&self) -> Overrides {
-        let pairs: [(&'static str, &Option<String>); 27] = [
-            ("flags.path", &self.flags),
-            ("flags.fractional_version", &self.fractional_version),
-            ("server.grpc_addr", &self.grpc_addr),
-            ("server.admin_addr", &self.admin_addr),
-            ("drain.delay", &self.drain_delay),
-            ("drain.timeout", &self.drain_timeout),
-            ("deployment.track", &self.track),
-            ("deployment.version", &self.app_version),
-            ("telemetry.otlp_endpoint", &self.otlp_endpoint),
-            ("detector.max_text_chars", &self.max_text_chars),
-            ("detector.engine_threads", &self.engine_threads),
-            ("detector.inline_max_chars", &self.inline_max_chars),
-            (
-                "server.max_concurrent_requests",
-                &self.max_concurrent_requests,
-            ),
-            (
-                "server.max_decoding_message_size",
-                &self.max_decoding_message_size,
-            ),
-            ("detector.default_engine", &self.default_engine),
-            (
-                "health.liveness_stall_threshold",
-                &self.liveness_stall_threshold,
-            ),
-            ("health.ready_file", &self.ready_file),
-            ("log.format", &self.log_format),
-            ("log.level", &self.log_level),
-            ("connection.max_age", &self.max_connection_age),
-            ("connection.max_age_grace", &self.max_connection_age_grace),
-            (
-                "connection.http2_keepalive_interval",
-                &self.http2_keepalive_interval,
-            ),
-            (
-                "connection.http2_keepalive_timeout",
-                &self.http2_keepalive_timeout,
-            ),
-            ("connection.tcp_keepalive", &self.tcp_keepalive),
-            (
-                "connection.max_concurrent_streams",
-                &self.max_concurrent_streams,
-            ),
-            (
-                "connection.max_header_list_size",
-                &self.max_header_list_size,
-            ),
-            (
-                "connection.max_pending_accept_reset_streams",
-                &self.max_pending_accept_reset_streams,
-            ),
-        ];
         Overrides {
             config_file: self.config.clone(),
-            values: pairs
-                .into_iter()
-                .filter_map(|(key, value)| value.clone().map(|v| (key, v)))
-                .collect(),
+            values: self.values.clone(),
         }
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = Self::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        if let Some(config) = matches.get_one::<PathBuf>("config") {
+            self.config = Some(config.clone());
+        }
+        for flag in SERVE_FLAGS {
+            if let Some(value) = matches.get_one::<String>(flag.key) {
+                self.values.retain(|(key, _)| *key != flag.key);
+                self.values.push((flag.key, value.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Settings file, YAML or TOML");
+        SERVE_FLAGS.iter().fold(cmd.arg(config), |cmd, flag| {
+            cmd.arg(
+                clap::Arg::new(flag.key)
+                    .long(flag.long)
+                    .value_name(flag.value_name)
+                    .allow_hyphen_values(true)
+                    .help(flag.help_text()),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -561,5 +646,69 @@ pub fn run_watch(args: &WatchArgs) -> i32 {
     match runtime.block_on(watch::run(&opts, ctrl_c, view.as_mut())) {
         Ok(summary) => i32::from(summary.total.failed() > 0),
         Err(e) => fail(EXIT_BAD_CONFIG, &e),
+    }
+}
+
+#[cfg(test)]
+mod serve_flag_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn every_serve_flag_names_a_real_setting_and_shows_its_default() {
+        let settings = serde_json::to_value(Settings::default()).expect("serialize");
+        for flag in SERVE_FLAGS {
+            let exists = flag
+                .key
+                .split('.')
+                .try_fold(&settings, |v, part| v.get(part))
+                .is_some();
+            assert!(exists, "--{} names no setting {}", flag.long, flag.key);
+            let default_known = Settings::default_of(flag.key).is_some() || flag.unset.is_some();
+            assert!(default_known, "--{}: say what unset means", flag.long);
+        }
+        let help = SERVE_FLAGS
+            .iter()
+            .find(|f| f.long == "drain-delay")
+            .expect("drain-delay")
+            .help_text();
+        assert_eq!(
+            help,
+            "Time to keep serving after SIGTERM [default: 5s] (drain.delay)"
+        );
+    }
+
+    #[test]
+    fn serve_flags_become_overrides_of_their_settings() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "--drain-delay",
+            "250ms",
+            "--max-connection-age",
+            "off",
+            "--config",
+            "s.yaml",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command() else {
+            panic!("a bare switchyard serves");
+        };
+        let overrides = args.overrides();
+        assert_eq!(overrides.config_file, Some(PathBuf::from("s.yaml")));
+        assert_eq!(
+            overrides.values,
+            vec![
+                ("drain.delay", "250ms".to_owned()),
+                ("connection.max_age", "off".to_owned())
+            ]
+        );
+        let without_file = Overrides {
+            config_file: None,
+            values: overrides.values,
+        };
+        let settings = Settings::load(&Default::default(), &without_file).expect("valid");
+        assert_eq!(settings.drain.delay, std::time::Duration::from_millis(250));
+        assert_eq!(settings.connection.max_age, None);
     }
 }

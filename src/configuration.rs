@@ -3,7 +3,15 @@
 //! Layers, lowest first: built-in defaults < optional file (`--config`, YAML
 //! or TOML) < environment `SWITCHYARD__SECTION__KEY` < command-line flags.
 //! The environment is read through a map the caller passes in, so tests inject
-//! values instead of mutating the process environment.
+//! values instead of mutating the process environment; [`process_env`] is the
+//! one place that reads the process's (clippy refuses `std::env::var`
+//! elsewhere, see `clippy.toml`).
+//!
+//! Every default lives in the `Default` impls below, next to the field it
+//! sets and the reason for it; the layering starts from
+//! [`Settings::default`], and `serve --help` prints the same values
+//! ([`Settings::default_of`]). Durations are [`Duration`]s, written as
+//! humantime strings (`5s`, `250ms`, `5m`) or plain seconds (`2.5`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -164,12 +172,16 @@ pub struct FlagsSettings {
     /// A directory (a mounted ConfigMap: every `*.json`, `*.yaml`, `*.yml`)
     /// or a single file. Unset: the built-in flags (`flags/flags.json`).
     pub path: Option<PathBuf>,
-    /// Seconds between safety-net re-reads of the source (the directory
-    /// watch normally reloads within milliseconds).
-    pub poll_interval: f64,
-    /// Seconds to wait after a change event before reloading, so one
-    /// ConfigMap update (several file events) is one reload.
-    pub debounce: f64,
+    /// Time between safety-net re-reads of the source (the directory
+    /// watch normally reloads within milliseconds). Default 10s: a missed
+    /// event costs at most ten seconds, for one stat of the source.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// Time to wait after a change event before reloading, so one
+    /// ConfigMap update (several file events) is one reload. Default 50ms:
+    /// the kubelet's swap takes a few milliseconds.
+    #[serde(with = "duration")]
+    pub debounce: Duration,
     /// Comma-separated request metadata exposed to targeting rules, without
     /// the `x-` prefix (`x-user-group` becomes `user-group`).
     pub context_headers: String,
@@ -201,8 +213,9 @@ pub struct DarkLaunchSettings {
     /// Candidate detections running at once; when all are busy the candidate
     /// is skipped (and counted), never queued.
     pub max_in_flight: usize,
-    /// Seconds a candidate may take before it counts as a timeout.
-    pub timeout: f64,
+    /// Time a candidate may take before it counts as a timeout. Default 1s.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
 }
 
 /// Listeners and request limits.
@@ -226,24 +239,16 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrainSettings {
-    /// Seconds to keep serving normally after the stop signal while load
-    /// balancers and the mesh remove the endpoint.
-    pub delay: f64,
-    /// Seconds to wait for in-flight RPCs after the listener closes before
-    /// exiting anyway (with a non-zero code).
-    pub timeout: f64,
-}
-
-impl DrainSettings {
-    /// [`DrainSettings::delay`] as a duration.
-    pub fn delay(&self) -> Duration {
-        Duration::from_secs_f64(self.delay)
-    }
-
-    /// [`DrainSettings::timeout`] as a duration.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
-    }
+    /// Time to keep serving normally after the stop signal while load
+    /// balancers and the mesh remove the endpoint. Default 5s: endpoint
+    /// removal reaches kube-proxy and Envoy within a few seconds.
+    #[serde(with = "duration")]
+    pub delay: Duration,
+    /// Time to wait for in-flight RPCs after the listener closes before
+    /// exiting anyway (with a non-zero code). Default 20s: delay + timeout
+    /// fit the pod's 30 s grace period with room for the preStop hook.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
 }
 
 /// The release track a replica serves on.
@@ -340,20 +345,16 @@ impl DetectorSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
-    /// Seconds the runtime heartbeat may stall before `liveness` turns
-    /// NOT_SERVING (so the kubelet restarts a wedged pod).
-    pub liveness_stall_threshold: f64,
+    /// Time the runtime heartbeat may stall before `liveness` turns
+    /// NOT_SERVING (so the kubelet restarts a wedged pod). Default 10s: far
+    /// above any pause a healthy runtime has, well under the probe budget.
+    #[serde(with = "duration")]
+    pub liveness_stall_threshold: Duration,
     /// A file created when ready and removed when the drain begins, for exec
     /// readiness probes (`cat /tmp/ready`).
     pub ready_file: Option<PathBuf>,
 }
 
-impl HealthSettings {
-    /// [`HealthSettings::liveness_stall_threshold`] as a duration.
-    pub fn liveness_stall_threshold(&self) -> Duration {
-        Duration::from_secs_f64(self.liveness_stall_threshold)
-    }
-}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -411,74 +412,161 @@ pub struct Overrides {
     pub values: Vec<(&'static str, String)>,
 }
 
-const DEFAULTS: &[(&str, &str)] = &[
-    ("server.grpc_addr", "0.0.0.0:50051"),
-    ("server.admin_addr", "0.0.0.0:9090"),
-    ("server.max_concurrent_requests", "256"),
-    ("server.max_decoding_message_size", "4194304"),
-    ("drain.delay", "5"),
-    ("drain.timeout", "20"),
-    ("deployment.track", "stable"),
-    ("deployment.namespace", "default"),
-    ("deployment.version", crate::VERSION),
-    ("detector.default_engine", "lingua"),
-    ("detector.max_text_chars", "10000"),
-    ("detector.engine_threads", "0"),
-    ("detector.inline_max_chars", "1000"),
-    ("health.liveness_stall_threshold", "10"),
-    ("log.level", "info"),
-    ("flags.poll_interval", "10"),
-    ("flags.debounce", "0.05"),
-    ("flags.fractional_version", "v2"),
-    (
-        "flags.context_headers",
-        "x-user-group,x-client-version,x-country",
-    ),
-    ("dark_launch.max_in_flight", "4"),
-    ("dark_launch.timeout", "1"),
-    ("connection.max_age", "5m"),
-    ("connection.max_age_grace", "30s"),
-    ("connection.http2_keepalive_interval", "60s"),
-    ("connection.http2_keepalive_timeout", "20s"),
-    ("connection.tcp_keepalive", "60s"),
-    ("connection.max_concurrent_streams", "256"),
-    ("connection.max_header_list_size", "16384"),
-    ("connection.max_pending_accept_reset_streams", "20"),
-];
+impl Default for Settings {
+    /// The built-in defaults: what `switchyard serve` runs with on a machine
+    /// with no configuration (outside Kubernetes: pod `localhost`).
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            drain: DrainSettings::default(),
+            deployment: DeploymentSettings::default(),
+            detector: DetectorSettings::default(),
+            health: HealthSettings::default(),
+            log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            flags: FlagsSettings::default(),
+            dark_launch: DarkLaunchSettings::default(),
+            connection: ConnectionSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            max_concurrent_requests: 256,
+            max_decoding_message_size: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Default for DeploymentSettings {
+    fn default() -> Self {
+        Self {
+            track: Track::Stable,
+            version: crate::VERSION.to_owned(),
+            pod: "localhost".to_owned(),
+            namespace: "default".to_owned(),
+        }
+    }
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        Self {
+            default_engine: EngineKind::Lingua,
+            max_text_chars: 10_000,
+            engine_threads: 0,
+            inline_max_chars: 1000,
+        }
+    }
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            liveness_stall_threshold: Duration::from_secs(10),
+            ready_file: None,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: None,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for FlagsSettings {
+    fn default() -> Self {
+        Self {
+            path: None,
+            poll_interval: Duration::from_secs(10),
+            debounce: Duration::from_millis(50),
+            context_headers: "x-user-group,x-client-version,x-country".to_owned(),
+            fractional_version: crate::flags::FractionalVersion::V2,
+        }
+    }
+}
+
+impl Default for DarkLaunchSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 4,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            max_age: Some(Duration::from_secs(300)),
+            max_age_grace: Some(Duration::from_secs(30)),
+            http2_keepalive_interval: Some(Duration::from_secs(60)),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            max_concurrent_streams: 256,
+            max_header_list_size: 16384,
+            max_pending_accept_reset_streams: 20,
+        }
+    }
+}
+
+/// The process's environment: the one place it is read (`main` passes it
+/// to [`Settings::load`]; everything else gets values from the settings).
+#[allow(clippy::disallowed_methods)]
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
 
 impl Settings {
-    /// The built-in defaults alone (what `switchyard serve` runs with on a
-    /// machine with no configuration), with the given environment for the
-    /// downward-API identity.
+    /// The built-in defaults through the whole loader (an empty
+    /// environment, no file, no flags): [`Settings::default`], validated.
     pub fn defaults() -> Result<Self, ConfigError> {
         Self::load(&HashMap::new(), &Overrides::default())
+    }
+
+    /// The default of the setting at `key` (`drain.delay`) as the settings
+    /// file would write it (`5s`), or `None` when it has no value (unset
+    /// options) or no such setting exists: what `serve --help` shows.
+    pub fn default_of(key: &str) -> Option<String> {
+        let json = serde_json::to_value(Settings::default()).ok()?;
+        let value = key.split('.').try_fold(&json, |v, part| v.get(part))?;
+        match value {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
     }
 
     /// Layers defaults, the optional file, the environment `env` (pass
     /// `std::env::vars().collect()` in production) and `overrides`, then
     /// validates the result.
     pub fn load(env: &HashMap<String, String>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        for (key, value) in DEFAULTS {
-            builder = builder
-                .set_default(*key, *value)
-                .map_err(|e| ConfigError::setting(key, e))?;
+        // The lowest layer: the defaults, with the downward API's identity.
+        let mut defaults = Settings::default();
+        if let Some(pod) = env.get("POD_NAME").or_else(|| env.get("HOSTNAME")) {
+            defaults.deployment.pod.clone_from(pod);
         }
-        // Downward API identity, overridable by the layers above.
-        let pod = env
-            .get("POD_NAME")
-            .or_else(|| env.get("HOSTNAME"))
-            .cloned()
-            .unwrap_or_else(|| "localhost".into());
-        builder = builder
-            .set_default("deployment.pod", pod)
-            .map_err(|e| ConfigError::setting("deployment.pod", e))?;
         if let Some(ns) = env.get("POD_NAMESPACE") {
-            builder = builder
-                .set_default("deployment.namespace", ns.as_str())
-                .map_err(|e| ConfigError::setting("deployment.namespace", e))?;
+            defaults.deployment.namespace.clone_from(ns);
         }
-
         let otlp = [
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -486,10 +574,11 @@ impl Settings {
         .iter()
         .find_map(|name| env.get(*name).filter(|v| !v.is_empty()));
         if let Some(endpoint) = otlp {
-            builder = builder
-                .set_default("telemetry.otlp_endpoint", endpoint.as_str())
-                .map_err(|e| ConfigError::setting("telemetry.otlp_endpoint", e))?;
+            defaults.telemetry.otlp_endpoint = Some(endpoint.clone());
         }
+        let mut builder = config::Config::builder().add_source(
+            config::Config::try_from(&defaults).map_err(|e| ConfigError(one_line(&e)))?,
+        );
 
         if let Some(path) = &overrides.config_file {
             if !path.is_file() {
@@ -530,23 +619,36 @@ impl Settings {
 
     /// Range checks that types alone do not express.
     fn validate(&self) -> Result<(), ConfigError> {
-        let seconds = [
-            ("drain.delay", self.drain.delay, 0.0),
-            ("drain.timeout", self.drain.timeout, 0.0),
+        let hour = Duration::from_secs(3600);
+        let durations = [
+            ("drain.delay", self.drain.delay, Duration::ZERO),
+            ("drain.timeout", self.drain.timeout, Duration::ZERO),
             (
                 "health.liveness_stall_threshold",
                 self.health.liveness_stall_threshold,
-                0.1,
+                Duration::from_millis(100),
             ),
-            ("flags.poll_interval", self.flags.poll_interval, 0.1),
-            ("flags.debounce", self.flags.debounce, 0.0),
-            ("dark_launch.timeout", self.dark_launch.timeout, 0.001),
+            (
+                "flags.poll_interval",
+                self.flags.poll_interval,
+                Duration::from_millis(100),
+            ),
+            ("flags.debounce", self.flags.debounce, Duration::ZERO),
+            (
+                "dark_launch.timeout",
+                self.dark_launch.timeout,
+                Duration::from_millis(1),
+            ),
         ];
-        for (name, value, min) in seconds {
-            if !value.is_finite() || value < min || value > 3600.0 {
+        for (name, value, min) in durations {
+            if value < min || value > hour {
                 return Err(ConfigError::setting(
                     name,
-                    format!("must be a number of seconds between {min} and 3600, got {value}"),
+                    format!(
+                        "must be between {} and 1h, got {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(value)
+                    ),
                 ));
             }
         }
@@ -697,8 +799,8 @@ mod tests {
         let s = Settings::defaults().expect("defaults are valid");
         assert_eq!(s.server.grpc_addr.port(), 50051);
         assert_eq!(s.server.admin_addr.port(), 9090);
-        assert_eq!(s.drain.delay(), Duration::from_secs(5));
-        assert_eq!(s.drain.timeout(), Duration::from_secs(20));
+        assert_eq!(s.drain.delay, Duration::from_secs(5));
+        assert_eq!(s.drain.timeout, Duration::from_secs(20));
         assert_eq!(s.deployment.track, Track::Stable);
         assert_eq!(s.detector.max_text_chars, 10_000);
         assert_eq!(s.detector.default_engine, EngineKind::Lingua);
@@ -724,12 +826,44 @@ mod tests {
             values: vec![("detector.max_text_chars", "42".into())],
         };
         let s = Settings::load(&env, &overrides).expect("valid");
-        assert_eq!(s.drain.delay, 1.5, "file beats defaults");
-        assert_eq!(s.drain.timeout, 9.0, "env beats file");
+        assert_eq!(s.drain.delay, Duration::from_millis(1500), "file beats defaults");
+        assert_eq!(s.drain.timeout, Duration::from_secs(9), "env beats file");
         assert_eq!(s.detector.max_text_chars, 42, "flags beat env");
         assert_eq!(s.deployment.track, Track::Canary);
         assert_eq!(s.deployment.pod, "switchyard-abc");
         assert_eq!(s.deployment.namespace, "prod");
+    }
+
+    #[test]
+    fn durations_take_humantime_strings_and_plain_seconds() {
+        for (value, expected) in [
+            ("250ms", Duration::from_millis(250)),
+            ("2.5", Duration::from_millis(2500)),
+            ("5s", Duration::from_secs(5)),
+            ("1m", Duration::from_secs(60)),
+        ] {
+            let overrides = Overrides {
+                config_file: None,
+                values: vec![
+                    ("drain.delay", value.to_owned()),
+                    ("flags.poll_interval", value.to_owned()),
+                ],
+            };
+            let s = Settings::load(&HashMap::new(), &overrides).expect(value);
+            assert_eq!(s.drain.delay, expected, "{value}");
+            assert_eq!(s.flags.poll_interval, expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_loader_starts_from_the_defaults_of_the_settings_types() {
+        let loaded = serde_json::to_value(Settings::defaults().expect("valid")).expect("json");
+        let typed = serde_json::to_value(Settings::default()).expect("json");
+        assert_eq!(loaded, typed);
+        assert_eq!(Settings::default_of("drain.delay").as_deref(), Some("5s"));
+        assert_eq!(Settings::default_of("connection.max_age").as_deref(), Some("5m"));
+        assert_eq!(Settings::default_of("health.ready_file"), None);
+        assert_eq!(Settings::default_of("no.such_setting"), None);
     }
 
     #[test]
@@ -760,6 +894,9 @@ mod tests {
             ("detector.default_engine", "cld3", "default_engine"),
             ("log.level", "[[", "log.level"),
             ("flags.fractional_version", "v4", "fractional_version"),
+            ("drain.timeout", "2h", "drain.timeout"),
+            ("flags.debounce", "soon", "debounce"),
+            ("dark_launch.timeout", "0", "dark_launch.timeout"),
         ];
         for (key, value, named) in cases {
             let overrides = Overrides {

@@ -22,8 +22,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+
 use crate::engine::{Detection, Engine};
-use crate::metrics::EngineLabels;
 
 /// Outcome counters (GetInfo; `switchyard_dark_launch_total` at scrape time).
 #[derive(Debug, Default)]
@@ -141,19 +146,66 @@ impl CandidatePool {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EngineLabels {
+    engine: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 /// The candidate latency histogram (by engine).
-pub type CandidateLatency = Family<EngineLabels, Histogram, fn() -> Histogram>;
+type CandidateLatency = Family<EngineLabels, Histogram, fn() -> Histogram>;
+
+/// `switchyard_dark_launch_total{outcome}`, read from the launcher's own
+/// counters at scrape time.
+#[derive(Debug)]
+struct OutcomeCollector(Arc<DarkLaunchStats>);
+
+impl Collector for OutcomeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.counts();
+        let series = [
+            ("match", counts.matched),
+            ("mismatch", counts.mismatched),
+            ("skipped", counts.skipped),
+            ("timeout", counts.timed_out),
+            ("error", counts.errors),
+        ]
+        .map(|(outcome, n)| (OutcomeLabels { outcome }, ConstCounter::new(n)));
+        crate::metrics::family(
+            &mut encoder,
+            "dark_launch",
+            "Dark-launch comparisons, by outcome",
+            MetricType::Counter,
+            &series,
+        )
+    }
+}
 
 /// At most one mismatch sample is logged per this interval.
 const MISMATCH_LOG_EVERY: Duration = Duration::from_secs(1);
 
 impl DarkLauncher {
     /// At most `max_in_flight` candidates at once, each within `timeout`.
-    pub fn new(max_in_flight: usize, timeout: Duration, latency: CandidateLatency) -> Self {
+    /// Registers its outcomes and candidate latencies on `own` (the
+    /// `switchyard_` sub-registry).
+    pub fn new(max_in_flight: usize, timeout: Duration, own: &mut Registry) -> Self {
+        let stats = Arc::new(DarkLaunchStats::default());
+        let latency: CandidateLatency =
+            Family::new_with_constructor(crate::metrics::engine_histogram);
+        own.register(
+            "dark_launch_candidate_seconds",
+            "Time the dark-launch candidate took, in seconds",
+            latency.clone(),
+        );
+        own.register_collector(Box::new(OutcomeCollector(Arc::clone(&stats))));
         Self {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             timeout,
-            stats: Arc::new(DarkLaunchStats::default()),
+            stats,
             latency,
             pool: CandidatePool::new(max_in_flight),
         }

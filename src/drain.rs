@@ -55,7 +55,7 @@ where
 {
     /// Step 1: the first stop signal arrived; logs it with the drain budget.
     pub fn signal_received(signal: StopSignal, signals: S, settings: &DrainSettings) -> Self {
-        let (delay, timeout) = (settings.delay(), settings.timeout());
+        let (delay, timeout) = (settings.delay, settings.timeout);
         tracing::info!(
             ?signal,
             drain_delay_s = delay.as_secs_f64(),

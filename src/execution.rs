@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::registry::Registry;
 use prometheus_client::metrics::gauge::ConstGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -118,15 +119,24 @@ pub struct Executor {
     queue: Arc<Mutex<Receiver<Job>>>,
     started: std::sync::atomic::AtomicBool,
     stats: Arc<ExecutionStats>,
+    /// `switchyard_requests_shed_total`.
+    shed: Counter,
 }
 
 impl Executor {
     /// `max_concurrent` slots, `threads` pool threads (started by
     /// [`Executor::start`]), inline up to `inline_max_chars` characters.
-    pub fn new(max_concurrent: usize, threads: usize, inline_max_chars: usize) -> Self {
+    /// Registers its USE series and the shed counter on `own` (the
+    /// `switchyard_` sub-registry).
+    pub fn new(
+        max_concurrent: usize,
+        threads: usize,
+        inline_max_chars: usize,
+        own: &mut Registry,
+    ) -> Self {
         // Every job holds a slot, so this bound is never the one that bites.
         let (jobs, queue) = std::sync::mpsc::sync_channel(max_concurrent);
-        Self {
+        let executor = Self {
             slots: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             inline_max_chars,
@@ -135,7 +145,15 @@ impl Executor {
             queue: Arc::new(Mutex::new(queue)),
             started: std::sync::atomic::AtomicBool::new(false),
             stats: Arc::new(ExecutionStats::default()),
-        }
+            shed: Counter::default(),
+        };
+        own.register(
+            "requests_shed",
+            "Detect calls refused with RESOURCE_EXHAUSTED at the concurrency limit",
+            executor.shed.clone(),
+        );
+        own.register_collector(Box::new(executor.collector()));
+        executor
     }
 
     /// The counters.
@@ -155,9 +173,10 @@ impl Executor {
             limit: self.max_concurrent,
         };
         if !wait {
-            return Arc::clone(&self.slots)
-                .try_acquire_owned()
-                .map_err(|_| overloaded());
+            return Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+                self.shed.inc();
+                overloaded()
+            });
         }
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(permit);
@@ -270,8 +289,8 @@ impl Executor {
         Ok(())
     }
 
-    /// The USE series of this executor, for the metrics registry.
-    pub fn collector(&self) -> ExecutionCollector {
+    /// The USE series of this executor, read at scrape time.
+    fn collector(&self) -> ExecutionCollector {
         ExecutionCollector {
             stats: Arc::clone(&self.stats),
             slots: Arc::clone(&self.slots),
@@ -365,7 +384,7 @@ struct ErrorLabels {
 /// - errors: `switchyard_engine_errors_total{engine,error}` (`abandoned`:
 ///   the caller had gone; `failed`: the engine panicked), beside
 ///   `switchyard_requests_shed_total`.
-pub struct ExecutionCollector {
+struct ExecutionCollector {
     stats: Arc<ExecutionStats>,
     slots: Arc<Semaphore>,
     max_concurrent: usize,
@@ -402,49 +421,49 @@ impl Collector for ExecutionCollector {
         }
         family(
             &mut encoder,
-            "switchyard_engine_calls",
+            "engine_calls",
             "Detections engines ran, by engine and where they ran",
             MetricType::Counter,
             &calls,
         )?;
         family(
             &mut encoder,
-            "switchyard_engine_busy_seconds",
+            "engine_busy_seconds",
             "Time engines spent detecting, by engine and where they ran (inline on the request task, or on the engine pool)",
             MetricType::Counter,
             &busy,
         )?;
         single(
             &mut encoder,
-            "switchyard_engine_threads",
+            "engine_threads",
             "Engine pool threads (the pool's capacity)",
             MetricType::Gauge,
             gauge(self.threads),
         )?;
         single(
             &mut encoder,
-            "switchyard_engine_queue_depth",
+            "engine_queue_depth",
             "Detections queued for an engine pool thread",
             MetricType::Gauge,
             gauge(s.queued.load(Ordering::Relaxed)),
         )?;
         single(
             &mut encoder,
-            "switchyard_engine_waiting_calls",
+            "engine_waiting_calls",
             "DetectStream messages waiting for a free slot",
             MetricType::Gauge,
             gauge(s.waiting.load(Ordering::Relaxed)),
         )?;
         single(
             &mut encoder,
-            "switchyard_engine_slots",
+            "engine_slots",
             "Detections admitted at once (server.max_concurrent_requests)",
             MetricType::Gauge,
             gauge(self.max_concurrent),
         )?;
         single(
             &mut encoder,
-            "switchyard_engine_slots_in_use",
+            "engine_slots_in_use",
             "Detections admitted and not yet finished",
             MetricType::Gauge,
             gauge(
@@ -466,7 +485,7 @@ impl Collector for ExecutionCollector {
         }
         family(
             &mut encoder,
-            "switchyard_engine_errors",
+            "engine_errors",
             "Engine calls that gave no answer: abandoned (the caller had gone, e.g. its deadline passed) or failed (the engine panicked)",
             MetricType::Counter,
             &errors,
@@ -479,28 +498,28 @@ impl Collector for ExecutionCollector {
                 .sum();
             single(
                 &mut encoder,
-                "switchyard_runtime_workers",
+                "runtime_workers",
                 "Tokio runtime worker threads",
                 MetricType::Gauge,
                 gauge(workers),
             )?;
             single(
                 &mut encoder,
-                "switchyard_runtime_busy_seconds",
+                "runtime_busy_seconds",
                 "Time the Tokio workers spent busy, summed over workers",
                 MetricType::Counter,
                 ConstCounter::new(busy),
             )?;
             single(
                 &mut encoder,
-                "switchyard_runtime_global_queue_depth",
+                "runtime_global_queue_depth",
                 "Tasks waiting in the Tokio runtime's global queue",
                 MetricType::Gauge,
                 gauge(m.global_queue_depth()),
             )?;
             single(
                 &mut encoder,
-                "switchyard_runtime_alive_tasks",
+                "runtime_alive_tasks",
                 "Tasks alive in the Tokio runtime",
                 MetricType::Gauge,
                 gauge(m.num_alive_tasks()),

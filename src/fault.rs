@@ -34,7 +34,9 @@ use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::metrics::{Metrics, code_name};
+use prometheus_client::registry::Registry;
+
+use crate::metrics::code_name;
 
 /// The flag's key.
 pub const FLAG: &str = "fault-injection";
@@ -188,11 +190,12 @@ pub struct FaultInjector {
 }
 
 impl FaultInjector {
-    /// An injector whose counter is registered on `metrics`' registry.
-    pub fn new(metrics: &Metrics) -> Self {
+    /// An injector whose counter is registered on `own` (the `switchyard_`
+    /// sub-registry).
+    pub fn new(own: &mut Registry) -> Self {
         let injected = Family::<FaultLabels, Counter>::default();
-        metrics.register(
-            "switchyard_faults_injected",
+        own.register(
+            "faults_injected",
             "Faults injected by the fault-injection flag, by kind (abort, delay) and gRPC code (aborts)",
             injected.clone(),
         );

@@ -166,6 +166,61 @@ impl HealthState {
     }
 }
 
+/// `switchyard_health_status{service}` and `switchyard_draining`, read from
+/// the state at scrape time.
+struct HealthCollector(HealthState);
+
+impl std::fmt::Debug for HealthCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HealthCollector")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+impl prometheus_client::collector::Collector for HealthCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let health: Vec<_> = self
+            .0
+            .snapshot()
+            .into_iter()
+            .map(|(service, status)| {
+                let serving = i64::from(status == "SERVING");
+                (ServiceLabels { service }, ConstGauge::new(serving))
+            })
+            .collect();
+        crate::metrics::family(
+            &mut encoder,
+            "health_status",
+            "1 when the gRPC health service is SERVING, else 0",
+            MetricType::Gauge,
+            &health,
+        )?;
+        crate::metrics::single(
+            &mut encoder,
+            "draining",
+            "1 once a stop signal started the drain",
+            MetricType::Gauge,
+            ConstGauge::new(i64::from(self.0.is_draining())),
+        )
+    }
+}
+
+impl HealthState {
+    /// Registers the health series on `own` (the `switchyard_` sub-registry).
+    pub fn register_metrics(&self, own: &mut prometheus_client::registry::Registry) {
+        own.register_collector(Box::new(HealthCollector(self.clone())));
+    }
+}
+
 /// The `grpc.health.v1.Health` service over a [`HealthState`].
 pub struct HealthService {
     state: HealthState,

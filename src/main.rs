@@ -23,7 +23,7 @@ fn main() {
 /// Settings (exit 2 if bad), telemetry, build (binds), serve until SIGTERM,
 /// drain, flush the last spans.
 fn serve(args: &ServeArgs) -> i32 {
-    let env = std::env::vars().collect();
+    let env = switchyard::configuration::process_env();
     let settings = match Settings::load(&env, &args.overrides()) {
         Ok(settings) => settings,
         Err(e) => return fail(EXIT_BAD_CONFIG, &e),

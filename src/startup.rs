@@ -1,41 +1,39 @@
-//! All the wiring: [`Application::build`] binds, [`Application::run_until_stopped`]
-//! serves and then drains.
-//!
-//! After the first stop signal it drains in the five steps of the
+//! All the wiring, in one place: [`Application::build`] constructs the whole
+//! graph (flags, listeners, the registry, the subsystems and their metrics,
+//! the gRPC services and routes, reflection from the one descriptor list,
+//! the edge, the background tasks) and binds;
+//! [`Application::run_until_stopped`] starts the tasks, serves, supervises,
+//! and after the first stop signal drains in the five steps of the
 //! Kubernetes termination contract, one [`crate::drain::Drain`] method each.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_http;
 use crate::configuration::{Settings, Track};
+use crate::dark_launch::DarkLauncher;
 use crate::detection::DetectionService;
 use crate::drain::{Drain, ServingHandles};
 use crate::engine::{EngineError, EngineKind, EngineLoader, RealEngines};
+use crate::execution::Executor;
 use crate::flags::definition::DefinitionErrors;
 use crate::flags::store::{FlagStore, spawn_watcher};
-use crate::grpc::admin::AdminService;
+use crate::grpc::admin::{AdminService, AdminSources};
+use crate::grpc::catalog::{DESCRIPTOR_SETS, MethodTable, RpcMetrics};
 use crate::grpc::detector::DetectorService;
-use crate::grpc::edge::{EdgeLayer, Observer};
+use crate::grpc::edge::{Edge, EdgeLayer, Observer};
 use crate::grpc::pb;
 use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
-use crate::metrics::{LiveState, MethodTable, Metrics};
+use crate::metrics::{self, Metrics};
 use crate::process_metrics::ProcessCollector;
 use crate::shutdown::{DrainOutcome, StopSignal};
-
-/// Every service served, as encoded descriptor sets: one list for
-/// reflection and for the per-method metrics table.
-const DESCRIPTOR_SETS: &[&[u8]] = &[
-    pb::FILE_DESCRIPTOR_SET,
-    tonic_health::pb::FILE_DESCRIPTOR_SET,
-    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-];
 
 /// Why the application could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -63,19 +61,51 @@ pub enum StartupError {
     Serve(String),
 }
 
-/// A bound, not yet serving, Switchyard replica.
+/// The gRPC service the listener serves: every route behind the edge.
+pub type GrpcService = Edge<tonic::service::Routes>;
+
+/// A bound, not yet serving, Switchyard replica: the whole graph, built.
 pub struct Application {
     settings: Arc<Settings>,
     grpc_listener: TcpListener,
-    admin_listener: TcpListener,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     health: HealthState,
-    detection: Arc<DetectionService>,
-    metrics: Arc<Metrics>,
-    methods: MethodTable,
-    loader: Arc<dyn EngineLoader>,
-    started: Instant,
+    /// Every route behind the edge.
+    service: GrpcService,
+    /// The drain's handles on serving (listener, streams).
+    serving: ServingHandles,
+    /// Cancelled when the drain is over: the background tasks stop.
+    background_stop: CancellationToken,
+    /// The admin listener's server, until `background_stop`.
+    admin: BoxFuture<'static, std::io::Result<()>>,
+    /// Loads and warms the engines, then turns readiness on.
+    loading: BoxFuture<'static, Result<(), EngineError>>,
+    /// The flag watcher and the liveness watchdog.
+    background: Background,
+}
+
+/// Background work that [`Application::run_until_stopped`] starts.
+struct Background {
+    flags: Arc<FlagStore>,
+    health: HealthState,
+    settings: Arc<Settings>,
+}
+
+impl Background {
+    fn start(self, stop: &CancellationToken) {
+        spawn_watcher(
+            self.flags,
+            self.settings.flags.poll_interval,
+            self.settings.flags.debounce,
+            stop.clone(),
+        );
+        spawn_liveness_watchdog(
+            self.health,
+            self.settings.health.liveness_stall_threshold,
+            stop.clone(),
+        );
+    }
 }
 
 impl Application {
@@ -91,6 +121,7 @@ impl Application {
         loader: Arc<dyn EngineLoader>,
     ) -> Result<Self, StartupError> {
         let started = Instant::now();
+        let settings = Arc::new(settings);
         // Flags first: bad flags refuse to start before anything binds. The
         // first successful load is part of readiness (it precedes it).
         let flags = Arc::new(match &settings.flags.path {
@@ -105,41 +136,125 @@ impl Application {
         tracing::info!(source = %status.source, revision = %status.revision, "flags loaded");
         let (grpc_listener, grpc_addr) = bind("gRPC", settings.server.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind("admin", settings.server.admin_addr).await?;
+
+        // The registry: the edge's go-grpc-prometheus series and `process_*`
+        // at the root, everything else on the `switchyard_` sub-registry,
+        // each subsystem registering what it owns.
+        let mut registry = Registry::default();
+        let rpc = RpcMetrics::register(&mut registry);
+        let methods = MethodTable::from_descriptor_sets(DESCRIPTOR_SETS, &rpc)
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        registry.register_collector(Box::new(ProcessCollector));
+        let own = registry.sub_registry_with_prefix("switchyard");
+        metrics::register_build_info(
+            own,
+            settings.deployment.version.clone(),
+            settings.deployment.track.as_str(),
+        );
         let health = HealthState::new(settings.health.ready_file.clone());
-        let metrics = Arc::new(Metrics::new());
+        health.register_metrics(own);
+        flags.register_metrics(own);
+        let executor = Arc::new(Executor::new(
+            settings.server.max_concurrent_requests,
+            settings.detector.engine_threads(),
+            settings.detector.inline_max_chars,
+            own,
+        ));
+        let dark = Arc::new(DarkLauncher::new(
+            settings.dark_launch.max_in_flight,
+            settings.dark_launch.timeout,
+            own,
+        ));
         let detection = Arc::new(DetectionService::new(
             &settings,
-            flags,
-            Arc::clone(&metrics),
+            Arc::clone(&flags),
+            Arc::clone(&executor),
+            Arc::clone(&dark),
+            own,
         ));
-        metrics.register_collector(Box::new(detection.executor().collector()));
-        metrics.register_collector(Box::new(ProcessCollector));
-        metrics.register_collector(Box::new(LiveState {
-            detection: Arc::clone(&detection),
-            health: health.clone(),
-            version: settings.deployment.version.clone(),
-            track: settings.deployment.track.as_str(),
-        }));
-        let methods = MethodTable::from_descriptor_sets(DESCRIPTOR_SETS, &metrics)
+        let metrics = Arc::new(Metrics::new(registry));
+
+        // The gRPC services; reflection from the one descriptor list.
+        let reflection = || {
+            DESCRIPTOR_SETS.iter().fold(
+                tonic_reflection::server::Builder::configure(),
+                |builder, set| builder.register_encoded_file_descriptor_set(set),
+            )
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
-        Ok(Self {
-            settings: Arc::new(settings),
-            grpc_listener,
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let serving = ServingHandles::default();
+        let max_message = settings.server.max_decoding_message_size;
+        let admin_service = AdminService::new(AdminSources {
+            settings: Arc::clone(&settings),
+            health: health.clone(),
+            detection: Arc::clone(&detection),
+            flags: Arc::clone(&flags),
+            dark,
+            traffic: methods.received_by(pb::detector_server::SERVICE_NAME),
+            started,
+        });
+        let routes = tonic::service::Routes::new(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                pb::detector_server::DetectorServer::new(DetectorService::new(
+                    Arc::clone(&detection),
+                    serving.end_streams.clone(),
+                    serving.streams.clone(),
+                    settings.flags.headers(),
+                ))
+                .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                pb::admin_server::AdminServer::new(admin_service)
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                tonic_health::pb::health_server::HealthServer::new(HealthService::new(
+                    health.clone(),
+                    serving.end_streams.clone(),
+                ))
+                .max_decoding_message_size(max_message),
+            );
+        let service = tower::ServiceBuilder::new()
+            .layer(EdgeLayer::new(Observer {
+                methods,
+                shadow_track: settings.deployment.track == Track::Shadow,
+            }))
+            .service(routes.prepare());
+
+        // The background tasks (started by `run_until_stopped`).
+        let background_stop = CancellationToken::new();
+        let admin = admin_http::serve(
             admin_listener,
+            health.clone(),
+            metrics,
+            Arc::clone(&flags),
+            background_stop.clone().cancelled_owned(),
+        )
+        .boxed();
+        let loading = load_engines(loader, Arc::clone(&detection), executor, health.clone()).boxed();
+        Ok(Self {
+            background: Background {
+                flags,
+                health: health.clone(),
+                settings: Arc::clone(&settings),
+            },
+            settings,
+            grpc_listener,
             grpc_addr,
             admin_addr,
             health,
-            detection,
-            metrics,
-            methods,
-            loader,
-            started,
+            service,
+            serving,
+            background_stop,
+            admin,
+            loading,
         })
-    }
-
-    /// The replica's metrics registry (what `GET /metrics` serves).
-    pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.metrics)
     }
 
     /// The bound gRPC address.
@@ -157,9 +272,16 @@ impl Application {
         self.health.clone()
     }
 
-    /// Serves until the first stop signal, then drains (see the module
-    /// documentation). Returns how the drain ended; an error when the engines
-    /// fail to load or the server fails on its own.
+    /// The gRPC service the listener serves (every route behind the edge),
+    /// for driving the request path without a socket (the fuzzer does).
+    pub fn grpc_service(&self) -> GrpcService {
+        self.service.clone()
+    }
+
+    /// Starts the background tasks, loads the engines and serves until the
+    /// first stop signal, then drains (see the module documentation).
+    /// Returns how the drain ended; an error when the engines fail to load
+    /// or the server fails on its own.
     pub async fn run_until_stopped<S>(self, signals: S) -> Result<DrainOutcome, StartupError>
     where
         S: Stream<Item = StopSignal> + Send + Unpin,
@@ -167,135 +289,24 @@ impl Application {
         let Application {
             settings,
             grpc_listener,
-            admin_listener,
             health,
-            detection,
-            metrics,
-            methods,
-            loader,
-            started,
+            service,
+            serving,
+            background_stop,
+            admin,
+            loading,
+            background,
             ..
         } = self;
         let mut signals = signals.fuse();
-
-        // Built before any task starts, so a failure here leaves nothing running.
-        let reflection = || {
-            DESCRIPTOR_SETS.iter().fold(
-                tonic_reflection::server::Builder::configure(),
-                |builder, set| builder.register_encoded_file_descriptor_set(set),
-            )
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| StartupError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| StartupError::Reflection(e.to_string()))?;
-
-        // Step 4 stops serving through these.
-        let serving = ServingHandles::default();
-        // Cancelled when the drain is over: watchdog and admin listener.
-        let background_stop = CancellationToken::new();
-
-        spawn_watcher(
-            Arc::clone(detection.flags()),
-            std::time::Duration::from_secs_f64(settings.flags.poll_interval),
-            std::time::Duration::from_secs_f64(settings.flags.debounce),
-            background_stop.clone(),
-        );
-        spawn_liveness_watchdog(
-            health.clone(),
-            settings.health.liveness_stall_threshold(),
-            background_stop.clone(),
-        );
-
-        let mut loading = {
-            let (detection, health) = (Arc::clone(&detection), health.clone());
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let engines = tokio::task::spawn_blocking(move || loader.load())
-                    .await
-                    .map_err(|e| EngineError::Load(e.to_string()))??;
-                for loaded in engines.loaded() {
-                    tracing::info!(
-                        engine = %loaded.engine.kind(),
-                        load_ms = loaded.load_time.as_millis() as u64,
-                        "engine loaded"
-                    );
-                }
-                // Ready means warm: the pool threads start and warm every
-                // engine up before readiness turns SERVING.
-                detection.warm_up_and_install(engines).await?;
-                if let Some(engines) = detection.engines() {
-                    for kind in EngineKind::ALL {
-                        tracing::info!(
-                            engine = %kind,
-                            warm_up_ms = engines.warm_up_time(kind).as_millis() as u64,
-                            threads = detection.executor().threads(),
-                            "engine warmed up"
-                        );
-                    }
-                }
-                health.set_ready();
-                tracing::info!(
-                    after_ms = started.elapsed().as_millis() as u64,
-                    "engines loaded and warmed up"
-                );
-                Ok::<(), EngineError>(())
-            })
-        };
-
-        let max_message = settings.server.max_decoding_message_size;
-        let routes = tonic::service::Routes::new(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                pb::detector_server::DetectorServer::new(DetectorService::new(
-                    Arc::clone(&detection),
-                    serving.end_streams.clone(),
-                    serving.streams.clone(),
-                    settings.flags.headers(),
-                ))
-                .max_decoding_message_size(max_message),
-            )
-            .add_service(
-                pb::admin_server::AdminServer::new(AdminService::new(
-                    Arc::clone(&settings),
-                    health.clone(),
-                    Arc::clone(&detection),
-                    methods.received(&[
-                        "/switchyard.v1.Detector/Detect",
-                        "/switchyard.v1.Detector/DetectStream",
-                    ]),
-                    started,
-                ))
-                .max_decoding_message_size(max_message),
-            )
-            .add_service(
-                tonic_health::pb::health_server::HealthServer::new(HealthService::new(
-                    health.clone(),
-                    serving.end_streams.clone(),
-                ))
-                .max_decoding_message_size(max_message),
-            );
-        let service = tower::ServiceBuilder::new()
-            .layer(EdgeLayer::new(Observer {
-                metrics: Arc::clone(&metrics),
-                methods,
-                shadow_track: settings.deployment.track == Track::Shadow,
-            }))
-            .service(routes.prepare());
+        background.start(&background_stop);
+        let admin = tokio::spawn(admin);
+        let mut loading = tokio::spawn(loading);
         let mut grpc = tokio::spawn(crate::grpc::serve::serve(
             grpc_listener,
             service,
             settings.connection.clone(),
             serving.stop_accepting.clone(),
-        ));
-        let admin = tokio::spawn(admin_http::serve(
-            admin_listener,
-            health.clone(),
-            Arc::clone(&metrics),
-            Arc::clone(detection.flags()),
-            background_stop.clone().cancelled_owned(),
         ));
 
         // Serve until the first stop signal (or a failure).
@@ -305,10 +316,13 @@ impl Application {
                 Some(signal) = signals.next() => break signal,
                 result = &mut loading, if !loaded => {
                     loaded = true;
-                    match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(shutdown_on_error(e.into(), &background_stop, &serving.stop_accepting)),
-                        Err(e) => return Err(shutdown_on_error(EngineError::Load(e.to_string()).into(), &background_stop, &serving.stop_accepting)),
+                    let failed = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(e) => Some(EngineError::Load(e.to_string())),
+                    };
+                    if let Some(e) = failed {
+                        return Err(shutdown_on_error(e.into(), &background_stop, &serving.stop_accepting));
                     }
                 }
                 result = &mut grpc => {
@@ -339,6 +353,44 @@ impl Application {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), admin).await;
         Ok(outcome)
     }
+}
+
+/// Loads the engines, starts the pool and warms every engine up, then turns
+/// readiness on: ready means warm.
+async fn load_engines(
+    loader: Arc<dyn EngineLoader>,
+    detection: Arc<DetectionService>,
+    executor: Arc<Executor>,
+    health: HealthState,
+) -> Result<(), EngineError> {
+    let started = Instant::now();
+    let engines = tokio::task::spawn_blocking(move || loader.load())
+        .await
+        .map_err(|e| EngineError::Load(e.to_string()))??;
+    for loaded in engines.loaded() {
+        tracing::info!(
+            engine = %loaded.engine.kind(),
+            load_ms = loaded.load_time.as_millis() as u64,
+            "engine loaded"
+        );
+    }
+    detection.warm_up_and_install(engines).await?;
+    if let Some(engines) = detection.engines() {
+        for kind in EngineKind::ALL {
+            tracing::info!(
+                engine = %kind,
+                warm_up_ms = engines.warm_up_time(kind).as_millis() as u64,
+                threads = executor.threads(),
+                "engine warmed up"
+            );
+        }
+    }
+    health.set_ready();
+    tracing::info!(
+        after_ms = started.elapsed().as_millis() as u64,
+        "engines loaded and warmed up"
+    );
+    Ok(())
 }
 
 fn shutdown_on_error(

@@ -365,3 +365,79 @@ pub fn spawn_watcher(
         }
     });
 }
+
+/// `switchyard_flag_reloads_total{result}`, `switchyard_flags_revision` and
+/// `switchyard_flag_load_warnings`, read from the store at scrape time.
+struct StoreCollector(Arc<FlagStore>);
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCollector")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct RevisionLabels {
+    revision: String,
+    source: String,
+}
+
+impl prometheus_client::collector::Collector for StoreCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let status = self.0.status();
+        crate::metrics::family(
+            &mut encoder,
+            "flag_reloads",
+            "Flag source reloads, by result (a failed reload keeps the last good flags)",
+            MetricType::Counter,
+            &[
+                (
+                    ResultLabels { result: "ok" },
+                    ConstCounter::new(status.reloads_ok),
+                ),
+                (
+                    ResultLabels { result: "failed" },
+                    ConstCounter::new(status.reloads_failed),
+                ),
+            ],
+        )?;
+        crate::metrics::family(
+            &mut encoder,
+            "flags_revision",
+            "The loaded flag revision (value 1)",
+            MetricType::Gauge,
+            &[(
+                RevisionLabels {
+                    revision: status.revision,
+                    source: status.source,
+                },
+                ConstGauge::new(1i64),
+            )],
+        )?;
+        crate::metrics::single(
+            &mut encoder,
+            "flag_load_warnings",
+            "Problems flagd tolerates in the served flags (each logged with its flag and rule at load)",
+            MetricType::Gauge,
+            ConstGauge::new(i64::try_from(status.warnings).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+impl FlagStore {
+    /// Registers the store's series on `own` (the `switchyard_` sub-registry).
+    pub fn register_metrics(self: &Arc<Self>, own: &mut prometheus_client::registry::Registry) {
+        own.register_collector(Box::new(StoreCollector(Arc::clone(self))));
+    }
+}

@@ -11,7 +11,9 @@ use crate::detection::DetectionService;
 use crate::engine::Language;
 use crate::flags;
 use crate::health::HealthState;
-use crate::metrics::Received;
+use super::catalog::Received;
+use crate::dark_launch::DarkLauncher;
+use crate::flags::store::FlagStore;
 
 const EVALUATE_FLAGS: &str = "switchyard.v1.Admin/EvaluateFlags";
 
@@ -20,25 +22,45 @@ pub struct AdminService {
     settings: Arc<Settings>,
     health: HealthState,
     detection: Arc<DetectionService>,
+    flags: Arc<FlagStore>,
+    dark: Arc<DarkLauncher>,
     /// Detect calls and DetectStream messages received.
     traffic: Received,
     started: Instant,
 }
 
+/// What GetInfo and EvaluateFlags read, each from its owner.
+pub struct AdminSources {
+    pub settings: Arc<Settings>,
+    pub health: HealthState,
+    /// Engines, flag errors and the flag evaluation context.
+    pub detection: Arc<DetectionService>,
+    pub flags: Arc<FlagStore>,
+    pub dark: Arc<DarkLauncher>,
+    /// The Detector's request messages.
+    pub traffic: Received,
+    /// When the replica started.
+    pub started: Instant,
+}
+
 impl AdminService {
-    /// Reports on a replica started at `started`; `traffic` counts the
-    /// Detector's request messages.
-    pub fn new(
-        settings: Arc<Settings>,
-        health: HealthState,
-        detection: Arc<DetectionService>,
-        traffic: Received,
-        started: Instant,
-    ) -> Self {
+    /// Reports what `sources` say.
+    pub fn new(sources: AdminSources) -> Self {
+        let AdminSources {
+            settings,
+            health,
+            detection,
+            flags,
+            dark,
+            traffic,
+            started,
+        } = sources;
         Self {
             settings,
             health,
             detection,
+            flags,
+            dark,
             traffic,
             started,
         }
@@ -107,7 +129,7 @@ impl pb::admin_server::Admin for AdminService {
             }
             None => self.detection.flag_context(&from_metadata),
         };
-        let set = self.detection.flags().current();
+        let set = self.flags.current();
         let flags = set
             .keys()
             .into_iter()
@@ -132,7 +154,7 @@ impl pb::admin_server::Admin for AdminService {
 
 impl AdminService {
     fn flags_info(&self) -> pb::FlagsInfo {
-        let store = self.detection.flags();
+        let store = &self.flags;
         let status = store.status();
         pb::FlagsInfo {
             source: status.source,
@@ -141,7 +163,7 @@ impl AdminService {
             last_error: status.last_error.unwrap_or_default(),
             reloads_ok: status.reloads_ok,
             reloads_failed: status.reloads_failed,
-            evaluation_errors: self.detection.flag_errors(),
+            evaluation_errors: self.detection.flag_errors().get(),
             keys: store
                 .current()
                 .keys()
@@ -152,7 +174,7 @@ impl AdminService {
     }
 
     fn dark_launch_info(&self) -> pb::DarkLaunchInfo {
-        let c = self.detection.dark_launcher().stats().counts();
+        let c = self.dark.stats().counts();
         let compared = c.matched + c.mismatched;
         let mean = |micros: u64| {
             if compared == 0 {

@@ -30,7 +30,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::observe::{Completion, CountingBody, status_in};
-use crate::metrics::{MethodTable, Metrics};
+use super::catalog::MethodTable;
 use crate::telemetry;
 
 /// How much earlier than tonic's own timer this layer's deadline fires.
@@ -53,7 +53,7 @@ pub fn is_mirrored_authority(authority: &str) -> bool {
 /// What the edge needs to observe RPCs.
 #[derive(Debug)]
 pub struct Observer {
-    pub metrics: Arc<Metrics>,
+    /// Every served method and its series.
     pub methods: MethodTable,
     /// This replica serves the shadow track: all its traffic is shadow.
     pub shadow_track: bool,
@@ -123,8 +123,7 @@ where
             parts.extensions.insert(span.trace.clone());
         }
         let log_span = span.log.clone();
-        let completion =
-            Completion::start(Arc::clone(&self.observer.metrics), method, shadow, span);
+        let completion = Completion::start(method, shadow, span);
         let (received, sent) = completion.message_counters();
         let body = Body::new(CountingBody::new(body, received, None));
         let req = http::Request::from_parts(parts, body);

@@ -15,7 +15,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::metrics::{Method, Metrics, code_name};
+use super::catalog::Method;
+use crate::metrics::code_name;
 use crate::telemetry::RpcSpan;
 
 /// Counts gRPC messages in a byte stream: each is a 1-byte flag, a 4-byte
@@ -141,12 +142,11 @@ fn status_of(trailers: &HeaderMap) -> tonic::Code {
     status_in(trailers).unwrap_or(tonic::Code::Unknown)
 }
 
-const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const HEALTH_SERVICE: &str = tonic_health::pb::health_server::SERVICE_NAME;
 
 /// Records an RPC's end exactly once: metrics, span status, access log.
 /// Dropped unfinished, the client went away (`Canceled`).
 pub struct Completion {
-    metrics: Arc<Metrics>,
     method: Arc<Method>,
     shadow: bool,
     started: Instant,
@@ -155,11 +155,11 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub fn start(metrics: Arc<Metrics>, method: Arc<Method>, shadow: bool, span: RpcSpan) -> Self {
-        method.series(shadow).started.inc();
-        metrics.in_flight.inc();
+    pub fn start(method: Arc<Method>, shadow: bool, span: RpcSpan) -> Self {
+        let series = method.series(shadow);
+        series.started.inc();
+        series.in_flight.inc();
         Self {
-            metrics,
             method,
             shadow,
             started: Instant::now(),
@@ -183,9 +183,9 @@ impl Completion {
             return;
         }
         let elapsed = self.started.elapsed();
-        self.metrics.in_flight.dec();
         let series = self.method.series(self.shadow);
-        series.handled(&self.metrics, code).inc();
+        series.in_flight.dec();
+        series.handled(code).inc();
         series.handling_seconds.observe(elapsed.as_secs_f64());
         self.span.finish(code);
         if self.span.log.is_disabled() {

@@ -41,7 +41,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::json::LogIds;
 use super::otlp::{Attributes, SpanHead, SpanSink, write_span};
-use crate::metrics::Method;
+use crate::grpc::catalog::Method;
 
 /// What recording the RPC spans takes, set once by [`super::init`] when
 /// spans are exported. Unset (tests that run the application in-process,

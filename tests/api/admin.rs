@@ -30,7 +30,7 @@ async fn get_info_reports_identity_engines_health_and_config() {
     );
     let config: serde_json::Value =
         serde_json::from_str(&info.effective_config_json).expect("config is JSON");
-    assert_eq!(config["drain"]["delay"], 0.2);
+    assert_eq!(config["drain"]["delay"], "200ms");
     assert_eq!(config["detector"]["max_text_chars"], 10000);
 }
 

@@ -232,10 +232,10 @@ fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
     let grace = pod.spec["terminationGracePeriodSeconds"]
         .as_f64()
         .unwrap_or(30.0);
-    let budget = pre_stop + s.drain.delay + s.drain.timeout;
+    let budget = pre_stop + s.drain.delay.as_secs_f64() + s.drain.timeout.as_secs_f64();
     assert!(
         grace >= budget + 1.0,
-        "{who}: terminationGracePeriodSeconds {grace} does not cover preStop {pre_stop} + drain delay {} + drain timeout {} + a margin",
+        "{who}: terminationGracePeriodSeconds {grace} does not cover preStop {pre_stop} + drain delay {:?} + drain timeout {:?} + a margin",
         s.drain.delay,
         s.drain.timeout
     );

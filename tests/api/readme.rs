@@ -260,3 +260,39 @@ fn the_readme_marks_are_read_as_written() {
     );
     assert_eq!(blocks[1].lang, "json");
 }
+
+/// The README's configuration table shows each setting's default as the
+/// settings types define it (the table is documentation, not a second
+/// source: this keeps it true).
+#[test]
+fn the_configuration_table_shows_the_defaults_of_the_settings_types() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Configuration section");
+    let mut checked = 0;
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (Some(key), Some(default)) = (cells.get(1), cells.get(4)) else {
+            continue;
+        };
+        let key = key.trim_matches('`');
+        // Rows that describe their default in words ("host name") have no
+        // value to compare.
+        let Some(shown) = default.strip_prefix('`').and_then(|d| d.split('`').next()) else {
+            continue;
+        };
+        let Some(expected) = Settings::default_of(key) else {
+            continue;
+        };
+        assert_eq!(
+            shown,
+            expected.as_str(),
+            "README's default for {key} is {default:?}; the settings say {expected}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} rows checked: is the table still there?");
+}
