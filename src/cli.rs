@@ -146,19 +146,54 @@ const fn optional(
 
 /// Every `serve` flag (public interface: the names stay).
 pub const SERVE_FLAGS: &[ServeFlag] = &[
-    flag("grpc-addr", "server.grpc_addr", "HOST:PORT", "gRPC listen address"),
-    flag("admin-addr", "server.admin_addr", "HOST:PORT", "Admin HTTP listen address"),
-    flag("drain-delay", "drain.delay", "DURATION", "Time to keep serving after SIGTERM"),
-    flag("drain-timeout", "drain.timeout", "DURATION", "Time to wait for in-flight RPCs"),
-    flag("track", "deployment.track", "TRACK", "stable | canary | blue | green | shadow"),
+    flag(
+        "grpc-addr",
+        "server.grpc_addr",
+        "HOST:PORT",
+        "gRPC listen address",
+    ),
+    flag(
+        "admin-addr",
+        "server.admin_addr",
+        "HOST:PORT",
+        "Admin HTTP listen address",
+    ),
+    flag(
+        "drain-delay",
+        "drain.delay",
+        "DURATION",
+        "Time to keep serving after SIGTERM",
+    ),
+    flag(
+        "drain-timeout",
+        "drain.timeout",
+        "DURATION",
+        "Time to wait for in-flight RPCs",
+    ),
+    flag(
+        "track",
+        "deployment.track",
+        "TRACK",
+        "stable | canary | blue | green | shadow",
+    ),
     flag(
         "app-version",
         "deployment.version",
         "VERSION",
         "Release version reported in replies, e.g. `v2`",
     ),
-    flag("max-text-chars", "detector.max_text_chars", "N", "Longest text accepted, in characters"),
-    flag("engine-threads", "detector.engine_threads", "N", "Engine pool threads; 0 = one per core"),
+    flag(
+        "max-text-chars",
+        "detector.max_text_chars",
+        "N",
+        "Longest text accepted, in characters",
+    ),
+    flag(
+        "engine-threads",
+        "detector.engine_threads",
+        "N",
+        "Engine pool threads; 0 = one per core",
+    ),
     flag(
         "inline-max-chars",
         "detector.inline_max_chars",
@@ -190,7 +225,12 @@ pub const SERVE_FLAGS: &[ServeFlag] = &[
         "BYTES",
         "Largest request message in bytes",
     ),
-    flag("default-engine", "detector.default_engine", "ENGINE", "whatlang | lingua"),
+    flag(
+        "default-engine",
+        "detector.default_engine",
+        "ENGINE",
+        "whatlang | lingua",
+    ),
     flag(
         "liveness-stall-threshold",
         "health.liveness_stall_threshold",
@@ -218,7 +258,12 @@ pub const SERVE_FLAGS: &[ServeFlag] = &[
         "OTLP trace collector URL; export is off when unset",
         "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT",
     ),
-    flag("log-level", "log.level", "FILTER", "Log filter such as `info`; `RUST_LOG` wins when set"),
+    flag(
+        "log-level",
+        "log.level",
+        "FILTER",
+        "Log filter such as `info`; `RUST_LOG` wins when set",
+    ),
     flag(
         "max-connection-age",
         "connection.max_age",
@@ -243,7 +288,12 @@ pub const SERVE_FLAGS: &[ServeFlag] = &[
         "DURATION",
         "Unanswered PING closes the connection after",
     ),
-    flag("tcp-keepalive", "connection.tcp_keepalive", "DURATION", "TCP keepalive idle time; `off` disables"),
+    flag(
+        "tcp-keepalive",
+        "connection.tcp_keepalive",
+        "DURATION",
+        "TCP keepalive idle time; `off` disables",
+    ),
     flag(
         "max-concurrent-streams",
         "connection.max_concurrent_streams",

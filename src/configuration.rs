@@ -355,7 +355,6 @@ pub struct HealthSettings {
     pub ready_file: Option<PathBuf>,
 }
 
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -533,7 +532,6 @@ impl Default for ConnectionSettings {
 pub fn process_env() -> HashMap<String, String> {
     std::env::vars().collect()
 }
-
 
 impl Settings {
     /// The built-in defaults through the whole loader (an empty
@@ -826,7 +824,11 @@ mod tests {
             values: vec![("detector.max_text_chars", "42".into())],
         };
         let s = Settings::load(&env, &overrides).expect("valid");
-        assert_eq!(s.drain.delay, Duration::from_millis(1500), "file beats defaults");
+        assert_eq!(
+            s.drain.delay,
+            Duration::from_millis(1500),
+            "file beats defaults"
+        );
         assert_eq!(s.drain.timeout, Duration::from_secs(9), "env beats file");
         assert_eq!(s.detector.max_text_chars, 42, "flags beat env");
         assert_eq!(s.deployment.track, Track::Canary);
@@ -861,7 +863,10 @@ mod tests {
         let typed = serde_json::to_value(Settings::default()).expect("json");
         assert_eq!(loaded, typed);
         assert_eq!(Settings::default_of("drain.delay").as_deref(), Some("5s"));
-        assert_eq!(Settings::default_of("connection.max_age").as_deref(), Some("5m"));
+        assert_eq!(
+            Settings::default_of("connection.max_age").as_deref(),
+            Some("5m")
+        );
         assert_eq!(Settings::default_of("health.ready_file"), None);
         assert_eq!(Settings::default_of("no.such_setting"), None);
     }

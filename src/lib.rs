@@ -30,7 +30,7 @@
 //!   execution of cheap engines on short texts, a fixed engine pool (one
 //!   thread per core) with a bounded queue, the warm-up readiness waits for,
 //!   and the engine and runtime USE metrics.
-//! - [`warm_up`]: the texts every engine detects before readiness.
+//! - [`engine::warm_up`]: the texts every engine detects before readiness.
 //! - [`release`]: the per-request decisions read from the flags: which
 //!   engine answers, which candidate runs dark, the live input limit.
 //! - [`fault`]: fault injection by flag (`fault-injection`): aborts and
@@ -104,7 +104,6 @@ pub mod smoke;
 pub mod smoke_webhook;
 pub mod startup;
 pub mod telemetry;
-pub mod warm_up;
 pub mod watch;
 
 /// The build's version (`served_by.version` unless `--app-version` is set).

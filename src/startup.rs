@@ -237,7 +237,8 @@ impl Application {
             background_stop.clone().cancelled_owned(),
         )
         .boxed();
-        let loading = load_engines(loader, Arc::clone(&detection), executor, health.clone()).boxed();
+        let loading =
+            load_engines(loader, Arc::clone(&detection), executor, health.clone()).boxed();
         Ok(Self {
             background: Background {
                 flags,

@@ -213,7 +213,8 @@ impl DetectionService {
             .await
             .map_err(|e| run_error(kind, e))?;
         let served_latency = started.elapsed();
-        self.record.served(kind, &detection, ctx.shadow, served_latency);
+        self.record
+            .served(kind, &detection, ctx.shadow, served_latency);
         if let (Some(candidate), Some(text)) = (release.dark_launch, shared) {
             self.dark.launch(
                 Arc::clone(engines.get(candidate)),

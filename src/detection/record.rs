@@ -87,9 +87,10 @@ impl Recorder {
     /// sub-registry).
     pub fn new(own: &mut Registry) -> Self {
         let detections_family = Family::<DetectionLabels, Counter>::default();
-        let engine_family = Family::<EngineLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            crate::metrics::engine_histogram,
-        );
+        let engine_family =
+            Family::<EngineLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                crate::metrics::engine_histogram,
+            );
         let evaluations_family = Family::<FlagLabels, Counter>::default();
         let flag_errors = Counter::default();
         own.register(

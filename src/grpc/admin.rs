@@ -5,15 +5,15 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
+use super::catalog::Received;
 use super::pb;
 use crate::configuration::Settings;
+use crate::dark_launch::DarkLauncher;
 use crate::detection::DetectionService;
 use crate::engine::Language;
 use crate::flags;
-use crate::health::HealthState;
-use super::catalog::Received;
-use crate::dark_launch::DarkLauncher;
 use crate::flags::store::FlagStore;
+use crate::health::HealthState;
 
 const EVALUATE_FLAGS: &str = "switchyard.v1.Admin/EvaluateFlags";
 

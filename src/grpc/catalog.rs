@@ -320,4 +320,3 @@ pub struct HandledLabels {
     pub grpc_code: &'static str,
     pub shadow: bool,
 }
-

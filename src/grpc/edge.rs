@@ -29,8 +29,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::observe::{Completion, CountingBody, status_in};
 use super::catalog::MethodTable;
+use super::observe::{Completion, CountingBody, status_in};
 use crate::telemetry;
 
 /// How much earlier than tonic's own timer this layer's deadline fires.

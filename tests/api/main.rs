@@ -27,6 +27,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod kube;
+mod layout;
 mod manifests;
 mod metrics;
 mod ofrep;

@@ -294,5 +294,8 @@ fn the_configuration_table_shows_the_defaults_of_the_settings_types() {
         );
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} rows checked: is the table still there?");
+    assert!(
+        checked >= 20,
+        "only {checked} rows checked: is the table still there?"
+    );
 }

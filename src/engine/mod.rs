@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod warm_up;
+
 /// The languages Switchyard detects: the same set for both engines (lingua's
 /// cargo features and whatlang's allowlist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -236,10 +238,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Makes the first real call cost what the thousandth does: runs before
     /// readiness turns SERVING, on every engine thread. By default one
-    /// detection of each text in [`crate::warm_up::TEXTS`] (three per
+    /// detection of each text in [`warm_up::TEXTS`] (three per
     /// supported language), which maps in the model data those calls touch.
     fn warm_up(&self) {
-        for (_, text) in crate::warm_up::TEXTS {
+        for (_, text) in warm_up::TEXTS {
             self.detect(text);
         }
     }

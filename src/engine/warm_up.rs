@@ -8,7 +8,7 @@
 //! first real call finds them mapped. The texts are the project's own; they
 //! are not an accuracy set (the engines may disagree on the short ones).
 
-use crate::engine::Language;
+use super::Language;
 
 /// `(language, text)`: three texts per language, short (20–40 characters),
 /// medium (40–100) and long (over 100).
