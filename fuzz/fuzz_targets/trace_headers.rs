@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use switchyard::metrics::{Method, MethodTable, Metrics};
+use switchyard::grpc::catalog::{Method, MethodTable, RpcMetrics};
 
 const NAMES: [&str; 7] = [
     "traceparent",
@@ -20,7 +20,7 @@ const NAMES: [&str; 7] = [
 ];
 
 static METHOD: LazyLock<Arc<Method>> = LazyLock::new(|| {
-    let metrics = Metrics::new();
+    let metrics = RpcMetrics::register(&mut prometheus_client::registry::Registry::default());
     let table =
         MethodTable::from_descriptor_sets(&[switchyard::grpc::pb::FILE_DESCRIPTOR_SET], &metrics)
             .expect("descriptors");

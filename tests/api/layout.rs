@@ -218,7 +218,11 @@ fn the_cycle_check_finds_a_planted_cycle() {
     std::fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\npub mod c;\n").expect("write");
     std::fs::write(src.join("a.rs"), "use crate::{b::inner::X, c};\n").expect("write");
     std::fs::write(src.join("b/mod.rs"), "pub mod inner;\n").expect("write");
-    std::fs::write(src.join("b/inner.rs"), "pub struct X;\n// crate::c is only a comment\nfn f() { super::super::a::g(); crate::a::g(); }\n").expect("write");
+    std::fs::write(
+        src.join("b/inner.rs"),
+        "pub struct X;\n// crate::c is only a comment\nfn f() { crate::a::g(); }\n",
+    )
+    .expect("write");
     std::fs::write(
         src.join("c.rs"),
         "/// [`crate::a`] is a doc link\npub fn h() {}\n",
