@@ -80,6 +80,11 @@ async fn check_smoke_and_watch_refuse_a_bad_address_with_exit_2_and_one_line() {
         let out = output(tool_command(tool, "nope")).await;
         assert_eq!(String::from_utf8_lossy(&out.stderr), NOPE_LINE, "{tool}");
     }
+    let readme = std::fs::read_to_string(crate::kube::root().join("README.md")).expect("README");
+    assert!(
+        readme.contains(NOPE_LINE.trim_end()),
+        "the README shows the line as printed"
+    );
 }
 
 #[tokio::test]
