@@ -45,7 +45,7 @@
 //!   shadow marking, and per-RPC observation: metrics, span, access line),
 //!   and [`grpc::serve`], which serves HTTP/2 connections and owns each
 //!   one's life (age with jitter and grace, keepalive, limits, the drain's
-//!   GOAWAY); [`grpc::code_name`] spells status codes for the server and
+//!   GOAWAY); [`grpc::codes`] spells status codes for the server and
 //!   the tools alike.
 //! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
 //!   RED metrics and Switchyard's own.

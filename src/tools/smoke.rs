@@ -21,7 +21,7 @@ use clap::Args;
 use super::client::{Target, connect_error};
 use crate::engine::Language;
 use crate::exit::{Exit, fail};
-use crate::grpc::{code_name, pb};
+use crate::grpc::{codes, pb};
 
 /// `switchyard smoke`.
 #[derive(Debug, Args)]
@@ -230,7 +230,11 @@ async fn run_check(check: Check, channel: &Channel, opts: &SmokeOptions) -> Resu
 }
 
 fn rpc_error(what: &str, status: &tonic::Status) -> String {
-    format!("{what}: {}: {}", code_name(status.code()), status.message())
+    format!(
+        "{what}: {}: {}",
+        codes::name(status.code()),
+        status.message()
+    )
 }
 
 async fn readiness(channel: Channel) -> Result<String, String> {

@@ -27,7 +27,7 @@ use super::client::Target;
 use crate::engine::Language;
 use crate::exit::{Exit, fail};
 use crate::grpc::pb::detector_client::DetectorClient;
-use crate::grpc::{code_name, pb};
+use crate::grpc::{codes, pb};
 
 /// `switchyard watch`.
 #[derive(Debug, Args)]
@@ -168,7 +168,7 @@ impl Counts {
     }
 
     fn failed_with(&mut self, code: Code) {
-        *self.failures.entry(code_name(code)).or_default() += 1;
+        *self.failures.entry(codes::name(code)).or_default() += 1;
     }
 }
 
