@@ -16,7 +16,7 @@
 //!   30 % to 50 % of the run (the exporter must drop, count and recover).
 //! - Calls that raced a connection-age GOAWAY and reached no server are
 //!   sent again once and counted apart (gRFC A6's transparent retry, which
-//!   tonic lacks: `switchyard::client::never_processed`).
+//!   tonic lacks: `switchyard::tools::client::never_processed`).
 //! - Every 10 s: RSS, open descriptors and threads of the server (from
 //!   /proc), calls and failures, Detect p50/p99 of the window. Written to
 //!   OUT_DIR/soak.csv; the summary compares the last sample with the first
@@ -301,7 +301,7 @@ async fn main() {
                     // gRFC A6's transparent retry, which tonic lacks: a call
                     // that raced a GOAWAY and reached no server.
                     if let Err(status) = &result
-                        && switchyard::client::never_processed(status)
+                        && switchyard::tools::client::never_processed(status)
                     {
                         retried.fetch_add(1, Ordering::Relaxed);
                         result = call(&mut client, user).await;

@@ -107,7 +107,7 @@ fn percent(value: f64, part: &str) -> Result<f64, String> {
 fn parse_code(name: &str) -> Option<tonic::Code> {
     (0..=16)
         .map(tonic::Code::from_i32)
-        .find(|code| crate::client::code_name(*code) == name)
+        .find(|code| crate::grpc::codes::name(*code) == name)
 }
 
 impl FaultSpec {
@@ -169,7 +169,7 @@ impl FaultSpec {
 
 /// An injected abort: the call fails with this code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("fault injected by flag `fault-injection`: {}", crate::client::code_name(*.code))]
+#[error("fault injected by flag `fault-injection`: {}", crate::grpc::codes::name(*.code))]
 pub struct Injected {
     pub code: tonic::Code,
 }

@@ -13,7 +13,7 @@
 //! - [`configuration`]: the settings, plain documented data layered from
 //!   built-in defaults, an optional file, `SWITCHYARD__*` environment and
 //!   command-line flags, validated once before anything binds.
-//! - [`cli`]: the command line (`serve`, `check`, `flags`, `smoke`, `watch`);
+//! - [`cli`]: the command line (`serve` and the tools' subcommands);
 //!   `serve`'s flags become settings.
 //! - [`startup`]: [`startup::Application`] binds the listeners in `build` and
 //!   owns all the wiring; `run_until_stopped` serves until a stop signal and
@@ -45,21 +45,26 @@
 //!   shadow marking, and per-RPC observation: metrics, span, access line),
 //!   and [`grpc::serve`], which serves HTTP/2 connections and owns each
 //!   one's life (age with jitter and grace, keepalive, limits, the drain's
-//!   GOAWAY).
+//!   GOAWAY); [`grpc::codes`] spells status codes for the server and
+//!   the tools alike.
 //! - [`metrics`]: the per-application Prometheus registry: go-grpc-prometheus
 //!   RED metrics and Switchyard's own.
 //! - [`process_metrics`]: the conventional `process_*` metrics from `/proc`.
 //! - [`admin_http`]: the plain-HTTP admin listener (`/healthz`, `/readyz`,
 //!   `/metrics`, and [`ofrep`]: OpenFeature Remote Evaluation of the live
 //!   flags).
-//! - [`shutdown`]: stop signals and the drain outcome (exit codes).
-//! - [`check`]: the `switchyard check` health-probe client.
-//! - [`smoke`]: `switchyard smoke`, the post-deploy smoke test.
-//! - [`smoke_webhook`]: `switchyard smoke-webhook`, the smoke test behind
-//!   an HTTP webhook (Flagger's pre-rollout hook).
-//! - [`watch`]: `switchyard watch`, live shares and failures during a
-//!   release; its statistics ([`watch::Tally`]) are pure and unit tested.
-//! - [`client`]: what those client tools share (`--addr`, status code names).
+//! - [`shutdown`]: stop signals and the drain outcome.
+//! - [`exit`]: the one exit-code type ([`exit::Exit`]: 0 ok, 1 failed, 2
+//!   bad usage or configuration, 130 interrupted) and the one-line error
+//!   every command prints before a non-zero exit.
+//! - [`tools`]: the operator tools, each with its own arguments and `run`,
+//!   on one runtime helper: [`tools::check`] (the health probe),
+//!   [`tools::flags`] (flag files offline), [`tools::smoke`] (the
+//!   post-deploy smoke test), [`tools::smoke_webhook`] (the smoke test
+//!   behind Flagger's pre-rollout webhook), [`tools::watch`] (live shares and
+//!   failures during a release; its statistics, [`tools::watch::Tally`], are
+//!   pure and unit tested), and [`tools::client`], the one address parser
+//!   ([`tools::client::Target`]) they all use.
 //! - [`telemetry`]: process-wide logs (JSON lines carrying trace ids) and
 //!   OpenTelemetry traces: each RPC's spans ([`telemetry::server_span`],
 //!   W3C and B3 parents), the OTLP/gRPC span processor and exporter
@@ -82,15 +87,14 @@
 
 pub mod accuracy;
 pub mod admin_http;
-pub mod check;
 pub mod cli;
-pub mod client;
 pub mod configuration;
 pub mod dark_launch;
 pub mod detection;
 pub mod drain;
 pub mod engine;
 pub mod execution;
+pub mod exit;
 pub mod fault;
 pub mod flags;
 pub mod grpc;
@@ -100,11 +104,9 @@ pub mod ofrep;
 pub mod process_metrics;
 pub mod release;
 pub mod shutdown;
-pub mod smoke;
-pub mod smoke_webhook;
 pub mod startup;
 pub mod telemetry;
-pub mod watch;
+pub mod tools;
 
 /// The build's version (`served_by.version` unless `--app-version` is set).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,56 +3,59 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use switchyard::cli::{self, Cli, Command, EXIT_BAD_CONFIG, ServeArgs, fail};
+use switchyard::cli::{Cli, Command, ServeArgs};
+use switchyard::exit::{Exit, fail};
 use switchyard::startup::{Application, StartupError};
-use switchyard::{configuration::Settings, shutdown, telemetry};
+use switchyard::{configuration::Settings, shutdown, telemetry, tools};
 
 fn main() {
-    let code = match Cli::parse().command() {
+    let exit = match Cli::parse().command() {
         Command::Serve(args) => serve(&args),
-        Command::Check(args) => cli::run_check(&args),
-        Command::Flags(cmd) => cli::run_flags(&cmd, &mut std::io::stdout(), &mut std::io::stderr()),
-        Command::Smoke(args) => cli::run_smoke(&args),
-        Command::SmokeWebhook(args) => cli::run_smoke_webhook(&args),
-        Command::Watch(args) => cli::run_watch(&args),
+        Command::Check(args) => tools::check::run(&args),
+        Command::Flags(cmd) => {
+            tools::flags::run(&cmd, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Smoke(args) => tools::smoke::run(&args),
+        Command::SmokeWebhook(args) => tools::smoke_webhook::run(&args),
+        Command::Watch(args) => tools::watch::run(&args),
     };
     // Exit without waiting for blocking work still running after a forced drain.
-    std::process::exit(code);
+    std::process::exit(exit.code());
 }
 
 /// Settings (exit 2 if bad), telemetry, build (binds), serve until SIGTERM,
 /// drain, flush the last spans.
-fn serve(args: &ServeArgs) -> i32 {
+fn serve(args: &ServeArgs) -> Exit {
     let env = switchyard::configuration::process_env();
     let settings = match Settings::load(&env, &args.overrides()) {
         Ok(settings) => settings,
-        Err(e) => return fail(EXIT_BAD_CONFIG, &e),
+        Err(e) => return fail(Exit::Usage, &e),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(e) => return fail(1, &e),
+        Err(e) => return fail(Exit::Failed, &e),
     };
     runtime.block_on(async {
         let telemetry = match telemetry::init(&settings) {
             Ok(guard) => guard,
-            Err(e) => return fail(EXIT_BAD_CONFIG, &e),
+            Err(e) => return fail(Exit::Usage, &e),
         };
         let app = match Application::build(settings).await {
             Ok(app) => app,
-            Err(e @ StartupError::Flags(_)) => return fail(EXIT_BAD_CONFIG, &e),
-            Err(e) => return fail(1, &e),
+            Err(e @ StartupError::Flags(_)) => return fail(Exit::Usage, &e),
+            Err(e) => return fail(Exit::Failed, &e),
         };
         tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "listening");
         let signals = match shutdown::os_signals() {
             Ok(signals) => signals,
-            Err(e) => return fail(1, &e),
+            Err(e) => return fail(Exit::Failed, &e),
         };
-        let code = match app.run_until_stopped(signals).await {
+        let exit = match app.run_until_stopped(signals).await {
             Ok(outcome) => outcome.exit_code(),
-            Err(e) => fail(1, &e),
+            Err(e) => fail(Exit::Failed, &e),
         };
         // Bounded; the runtime keeps driving the exporter meanwhile.
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
-        code
+        exit
     })
 }

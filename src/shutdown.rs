@@ -1,10 +1,12 @@
-//! Stop signals and how a drain ended.
+//! Stop signals and how a drain ended (and so how `serve` exits).
 //!
 //! The server takes its stop signals as a stream parameter: production passes
 //! SIGTERM/SIGINT, tests pass a channel. The first signal starts the drain, a
 //! second one ends it at once.
 
 use futures::Stream;
+
+use crate::exit::Exit;
 
 /// A request to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +31,11 @@ pub enum DrainOutcome {
 impl DrainOutcome {
     /// 0 when everything drained, 1 when the deadline forced the exit, 130
     /// when a second signal did.
-    pub fn exit_code(self) -> i32 {
+    pub fn exit_code(self) -> Exit {
         match self {
-            DrainOutcome::Drained => 0,
-            DrainOutcome::DeadlineExceeded => 1,
-            DrainOutcome::Forced => 130,
+            DrainOutcome::Drained => Exit::Ok,
+            DrainOutcome::DeadlineExceeded => Exit::Failed,
+            DrainOutcome::Forced => Exit::Interrupted,
         }
     }
 }

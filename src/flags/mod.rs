@@ -203,11 +203,6 @@ impl Context {
             other => Err(format!("the context must be a JSON object, got {other}")),
         }
     }
-
-    /// The context as JSON.
-    pub fn as_json(&self) -> &Value {
-        &self.data
-    }
 }
 
 fn now() -> u64 {

@@ -1,12 +1,14 @@
 //! The gRPC edge: generated proto types, the tonic services, the single
-//! mapping from domain errors to `tonic::Status`, the RPC catalog and the
-//! request-edge layer.
+//! mapping from domain errors to `tonic::Status`, the RPC catalog, the
+//! request-edge layer, and the canonical names of status codes ([`codes`],
+//! shared by the server and the tools).
 //!
 //! Proto types do not travel past this module: handlers convert requests into
 //! domain types on the way in and domain outcomes into replies on the way out.
 
 pub mod admin;
 pub mod catalog;
+pub mod codes;
 pub mod detector;
 pub mod edge;
 pub mod observe;

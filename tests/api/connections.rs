@@ -303,7 +303,7 @@ async fn rebalance(age: &str, grace: &str, settle: Duration) -> Run {
         let mut result = client.detect(pb::DetectRequest { text: TEXT.into() }).await;
         run.calls += 1;
         if let Err(status) = &result
-            && switchyard::client::never_processed(status)
+            && switchyard::tools::client::never_processed(status)
         {
             run.retried += 1;
             result = client.detect(pb::DetectRequest { text: TEXT.into() }).await;

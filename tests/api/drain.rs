@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use switchyard::exit::Exit;
 use switchyard::grpc::pb;
 use switchyard::shutdown::DrainOutcome;
 use tonic::Code;
@@ -173,7 +174,7 @@ async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
     app.signal().await;
     let outcome = app.outcome().await;
     assert_eq!(outcome, DrainOutcome::DeadlineExceeded);
-    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(outcome.exit_code(), Exit::Failed);
     let took = signalled.elapsed();
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(2),
@@ -190,7 +191,7 @@ async fn a_second_signal_ends_the_drain_at_once() {
     app.signal().await;
     let outcome = app.outcome().await;
     assert_eq!(outcome, DrainOutcome::Forced);
-    assert_ne!(outcome.exit_code(), 0);
+    assert_eq!(outcome.exit_code(), Exit::Interrupted);
     assert!(signalled.elapsed() < Duration::from_secs(1));
 }
 

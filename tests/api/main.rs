@@ -37,5 +37,6 @@ mod readme;
 mod rollout;
 mod shadow;
 mod smoke;
+mod tools;
 mod tracing;
 mod watch;

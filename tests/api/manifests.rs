@@ -893,9 +893,11 @@ fn the_argo_rollout_moves_istio_weights_and_is_judged_on_grpc_codes() {
     match command_line(&container) {
         switchyard::cli::Command::Smoke(smoke) => {
             assert_eq!(smoke.expect_version.as_deref(), Some("v2"));
-            let host = smoke.addr.split(':').next().expect("host");
+            // The tools' own address parser: the Job's `--addr` is usable.
+            let target: switchyard::tools::client::Target =
+                smoke.addr.parse().expect("the smoke Job's --addr");
             assert_eq!(
-                host,
+                target.host(),
                 format!(
                     "{}.switchyard.svc.cluster.local",
                     kube::name(canary_service)
@@ -1007,6 +1009,7 @@ fn the_flagger_canary_is_judged_on_grpc_codes_and_smoke_tested_first() {
         other => panic!("the webhook runner runs {other:?}"),
     }
     let addr = hook["metadata"]["addr"].as_str().expect("metadata.addr");
+    let _: switchyard::tools::client::Target = addr.parse().expect("metadata.addr is a target");
     assert_eq!(
         addr,
         format!("{target}-canary.switchyard.svc.cluster.local:{grpc_port}")

@@ -150,13 +150,10 @@ impl Server {
 
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let target = self.grpc.to_string().parse().expect("a target");
         loop {
-            let status = switchyard::check::check(
-                &self.grpc.to_string(),
-                "readiness",
-                Duration::from_secs(1),
-            )
-            .await;
+            let status =
+                switchyard::tools::check::check(&target, "readiness", Duration::from_secs(1)).await;
             if matches!(status, Ok(ServingStatus::Serving)) {
                 return;
             }

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use switchyard::smoke::{self, Check, SmokeError, SmokeOptions};
+use switchyard::tools::smoke::{self, Check, SmokeError, SmokeOptions};
 
 use crate::helpers::{GatedLoader, TestApp, eventually, http_post, settings};
 
@@ -31,9 +31,9 @@ fn stdout_lines(out: &Output) -> Vec<String> {
         .collect()
 }
 
-fn opts(addr: String) -> SmokeOptions {
+fn opts(addr: std::net::SocketAddr) -> SmokeOptions {
     SmokeOptions {
-        addr,
+        target: addr.to_string().parse().expect("a target"),
         expect_version: None,
         timeout: Duration::from_secs(5),
     }
@@ -73,7 +73,7 @@ async fn every_sentence_is_also_right_for_the_fast_engine() {
     let app = TestApp::spawn_configured(&[("detector.default_engine", "whatlang")]).await;
     let mut out = Vec::new();
 
-    let report = smoke::run(&opts(app.grpc_addr.to_string()), &mut out)
+    let report = smoke::run_checks(&opts(app.grpc_addr), &mut out)
         .await
         .expect("passes");
 
@@ -155,15 +155,14 @@ async fn a_draining_replica_fails_readiness_though_it_still_answers() {
         .expect("served");
     let mut out = Vec::new();
 
-    let err = smoke::run(&opts(app.grpc_addr.to_string()), &mut out)
+    let err = smoke::run_checks(&opts(app.grpc_addr), &mut out)
         .await
         .expect_err("fails");
 
     assert!(
-        matches!(&err, SmokeError::Failed { check: Check::Readiness, reason } if reason.contains("NOT_SERVING")),
+        matches!(&err, SmokeError { check: Check::Readiness, reason } if reason.contains("NOT_SERVING")),
         "{err}"
     );
-    assert_eq!(err.exit_code(), 1);
     assert_eq!(
         String::from_utf8_lossy(&out),
         "FAIL readiness: readiness is NOT_SERVING\n"
@@ -191,7 +190,7 @@ async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchyard::smoke_webhook::serve(
+    let server = tokio::spawn(switchyard::tools::smoke_webhook::serve(
         listener,
         Duration::from_secs(5),
         async move {
@@ -240,6 +239,19 @@ async fn the_smoke_webhook_answers_flagger_with_the_smoke_verdict() {
     let (code, body) = http_post(addr, "/", &payload(serde_json::json!({}))).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("addr"), "{body}");
+    // The same address rule as `--addr`, named after where it came from.
+    let (code, body) = http_post(
+        addr,
+        "/",
+        &payload(serde_json::json!({"addr": "http://127.0.0.1:1"})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.starts_with("invalid metadata.addr \"http://127.0.0.1:1\": a scheme is not accepted"),
+        "{body}"
+    );
+    assert!(!body.contains("FAIL"), "no check ran: {body}");
     let (code, _) = http_post(addr, "/", "not json").await;
     assert_eq!(code, 400);
 

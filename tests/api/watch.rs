@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::helpers::TestApp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -235,4 +238,58 @@ async fn bad_usage_exits_2_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.starts_with("switchyard: invalid"), "{stderr}");
     }
+}
+
+/// Starts a watch on `app` and interrupts it once the app has seen calls.
+async fn interrupted_watch(app: &TestApp, extra: &[&str]) -> Output {
+    let addr = app.grpc_addr.to_string();
+    let mut args = vec!["--addr", addr.as_str(), "--rps", "50"];
+    args.extend_from_slice(extra);
+    let child = watch_command(&args).spawn().expect("binary runs");
+    // Answered calls: the watch is running, and listens for Ctrl-C.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.traffic().await.0 < 10 {
+        assert!(std::time::Instant::now() < deadline, "watch calls arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal delivered");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits")),
+    )
+    .await
+    .expect("the watch ends after Ctrl-C")
+    .expect("joins")
+}
+
+#[tokio::test]
+async fn without_a_duration_ctrl_c_is_the_normal_end_with_the_summary() {
+    let app = TestApp::spawn().await;
+
+    let out = interrupted_watch(&app, &[]).await;
+
+    let printed = Printed::of(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(printed.count("ok") >= 10, "{:?}", printed.summary);
+    assert_eq!(printed.count("failed"), 0);
+}
+
+#[tokio::test]
+async fn ctrl_c_before_the_duration_passed_prints_the_summary_and_exits_130() {
+    let app = TestApp::spawn().await;
+
+    let out = interrupted_watch(&app, &["--duration", "60"]).await;
+
+    let printed = Printed::of(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(stderr, "switchyard: interrupted before --duration passed\n");
+    assert!(printed.count("ok") >= 10, "{:?}", printed.summary);
+    assert!(
+        printed.seconds_field("duration") < 30.0,
+        "{:?}",
+        printed.summary
+    );
 }

@@ -5,9 +5,11 @@
 //!
 //! Three layers: [`Tally`] is pure statistics over timestamped outcomes (unit
 //! tested with injected times); [`View`] renders snapshots (a live terminal
-//! view with indicatif, or plain lines when stdout is not a terminal); [`run`]
-//! drives the calls, paced and bounded, and feeds the tally.
+//! view with indicatif, or plain lines when stdout is not a terminal);
+//! [`watch`] drives the calls, paced and bounded, and feeds the tally. [`run`]
+//! is the command: it picks the view and maps the end to an exit code.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -15,15 +17,81 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::MissedTickBehavior;
 use tonic::Code;
 
-use crate::client::{self, AddrError, code_name};
+use super::client::Target;
 use crate::engine::Language;
-use crate::grpc::pb;
+use crate::exit::{Exit, fail};
 use crate::grpc::pb::detector_client::DetectorClient;
+use crate::grpc::{codes, pb};
+
+/// `switchyard watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Server (or mesh entry) address: HOST:PORT or [IPV6]:PORT, no scheme.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Detect calls per second.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub rps: u32,
+    /// Synthetic users `user-0`..`user-{N-1}`, sent in turn as `x-user-id`.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub user_ids: u32,
+    /// Stop after this many seconds [default: at Ctrl-C].
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub duration: Option<f64>,
+}
+
+/// Runs `switchyard watch` until `--duration` passes or Ctrl-C: a live view
+/// on a terminal, a line per second otherwise, then the summary. 0 when no
+/// call failed, 1 otherwise, 2 for bad usage; 130 when Ctrl-C cut a
+/// `--duration` short (without `--duration`, Ctrl-C is the normal end).
+pub fn run(args: &WatchArgs) -> Exit {
+    use std::io::IsTerminal;
+
+    let duration = match args
+        .duration
+        .map(|d| super::seconds("--duration", d))
+        .transpose()
+    {
+        Ok(duration) => duration,
+        Err(e) => return fail(Exit::Usage, &e),
+    };
+    let target: Target = match args.addr.parse() {
+        Ok(target) => target,
+        Err(e) => return fail(Exit::Usage, &e),
+    };
+    let opts = WatchOptions {
+        target,
+        rps: args.rps,
+        user_ids: args.user_ids,
+        duration,
+        deadline: CALL_DEADLINE,
+    };
+    let mut view: Box<dyn View> = if std::io::stdout().is_terminal() {
+        Box::new(LiveView::new(&opts.target.to_string()))
+    } else {
+        Box::new(PlainView::new(std::io::stdout()))
+    };
+    super::run(|mut interrupt| async move {
+        let interrupted = Cell::new(false);
+        let stop = async {
+            interrupt.recv().await;
+            interrupted.set(true);
+        };
+        match watch(&opts, stop, view.as_mut()).await {
+            Err(e) => fail(Exit::Usage, &e),
+            Ok(_) if interrupted.get() && opts.duration.is_some() => {
+                fail(Exit::Interrupted, &"interrupted before --duration passed")
+            }
+            Ok(summary) => Exit::ok_if(summary.total.failed() == 0),
+        }
+    })
+}
 
 // ---------------------------------------------------------------------------
 // Statistics
@@ -100,7 +168,7 @@ impl Counts {
     }
 
     fn failed_with(&mut self, code: Code) {
-        *self.failures.entry(code_name(code)).or_default() += 1;
+        *self.failures.entry(codes::name(code)).or_default() += 1;
     }
 }
 
@@ -426,8 +494,8 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
 /// What to watch and how hard.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// The server (or the mesh's entry), `HOST:PORT`.
-    pub addr: String,
+    /// The server (or the mesh's entry).
+    pub target: Target,
     /// Calls per second.
     pub rps: u32,
     /// Synthetic users `user-0` .. `user-{N-1}`, in turn as `x-user-id`.
@@ -449,12 +517,8 @@ impl WatchOptions {
 
 /// Why a watch could not start (bad usage, exit 2).
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    #[error(transparent)]
-    Addr(#[from] AddrError),
-    #[error("invalid {0}")]
-    Invalid(String),
-}
+#[error("invalid {0}")]
+pub struct WatchError(String);
 
 /// The highest `--rps` accepted.
 pub const MAX_RPS: u32 = 10_000;
@@ -462,26 +526,24 @@ pub const MAX_RPS: u32 = 10_000;
 /// Watches until `opts.duration` passes or `stop` completes (Ctrl-C), then
 /// waits for the calls in flight (each bounded by its deadline) and returns
 /// the summary, which it has also handed to `view`.
-pub async fn run(
+pub async fn watch(
     opts: &WatchOptions,
     stop: impl Future<Output = ()>,
     view: &mut dyn View,
 ) -> Result<Summary, WatchError> {
     if opts.rps == 0 || opts.rps > MAX_RPS {
-        return Err(WatchError::Invalid(format!(
+        return Err(WatchError(format!(
             "--rps {}: expected 1 to {MAX_RPS}",
             opts.rps
         )));
     }
     if opts.user_ids == 0 {
-        return Err(WatchError::Invalid(
-            "--user-ids 0: expected at least 1".into(),
-        ));
+        return Err(WatchError("--user-ids 0: expected at least 1".into()));
     }
     if opts.duration.is_some_and(|d| d.is_zero()) {
-        return Err(WatchError::Invalid("--duration: must be positive".into()));
+        return Err(WatchError("--duration: must be positive".into()));
     }
-    let channel = client::endpoint(&opts.addr, opts.deadline)?.connect_lazy();
+    let channel = opts.target.endpoint(opts.deadline).connect_lazy();
     let client = DetectorClient::new(channel);
 
     let max_in_flight = opts.max_in_flight();
@@ -530,7 +592,7 @@ pub async fn run(
                     };
                     let user = format!("user-{}", issued % u64::from(opts.user_ids));
                     let text = Language::ALL[(issued % Language::ALL.len() as u64) as usize];
-                    tokio::spawn(call(client.clone(), user, crate::smoke::sentence(text), opts.deadline, sender, permit));
+                    tokio::spawn(call(client.clone(), user, super::smoke::sentence(text), opts.deadline, sender, permit));
                     issued += 1;
                 }
             }
@@ -711,7 +773,7 @@ mod tests {
     #[test]
     fn the_in_flight_bound_sustains_the_rate_at_the_deadline_and_is_capped() {
         let opts = |rps| WatchOptions {
-            addr: "127.0.0.1:1".into(),
+            target: "127.0.0.1:1".parse().expect("a target"),
             rps,
             user_ids: 1,
             duration: None,

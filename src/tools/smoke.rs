@@ -16,15 +16,60 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-use crate::client::{self, AddrError, code_name};
+use clap::Args;
+
+use super::client::{Target, connect_error};
 use crate::engine::Language;
-use crate::grpc::pb;
+use crate::exit::{Exit, fail};
+use crate::grpc::{codes, pb};
+
+/// `switchyard smoke`.
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// Server address: HOST:PORT or [IPV6]:PORT, no scheme.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Fail unless GetInfo and every Detect reply report this release version.
+    #[arg(long, value_name = "V")]
+    pub expect_version: Option<String>,
+    /// Bound on connecting and on each call, in seconds.
+    #[arg(
+        long,
+        default_value_t = 5.0,
+        value_name = "SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub timeout: f64,
+}
+
+/// Runs `switchyard smoke`: a line per check on stdout; 0 when all pass, 1 at
+/// the first failure, 2 for bad usage, 130 at Ctrl-C.
+pub fn run(args: &SmokeArgs) -> Exit {
+    let timeout = match super::seconds("--timeout", args.timeout) {
+        Ok(timeout) => timeout,
+        Err(e) => return fail(Exit::Usage, &e),
+    };
+    let target = match args.addr.parse() {
+        Ok(target) => target,
+        Err(e) => return fail(Exit::Usage, &e),
+    };
+    let opts = SmokeOptions {
+        target,
+        expect_version: args.expect_version.clone(),
+        timeout,
+    };
+    super::run_interruptible(async {
+        let mut out = std::io::stdout();
+        // A failure's FAIL line is already on stdout.
+        Exit::ok_if(run_checks(&opts, &mut out).await.is_ok())
+    })
+}
 
 /// What to smoke-test.
 #[derive(Debug, Clone)]
 pub struct SmokeOptions {
-    /// The server, `HOST:PORT`.
-    pub addr: String,
+    /// The server.
+    pub target: Target,
     /// When set, the release version every answer must report.
     pub expect_version: Option<String>,
     /// Bound on connecting and on each call.
@@ -84,25 +129,14 @@ pub struct Report {
     pub passed: Vec<Passed>,
 }
 
-/// Why the smoke test stopped.
+/// Why the smoke test stopped: a check failed; the ones before it passed.
 #[derive(Debug, thiserror::Error)]
-pub enum SmokeError {
-    /// Bad usage: nothing was asked (exit 2).
-    #[error(transparent)]
-    Addr(#[from] AddrError),
-    /// A check failed (exit 1); the ones before it passed.
-    #[error("{check}: {reason}")]
-    Failed { check: Check, reason: String },
-}
-
-impl SmokeError {
-    /// The process exit code: 2 for bad usage, 1 for a failed check.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            SmokeError::Addr(_) => crate::cli::EXIT_BAD_CONFIG,
-            SmokeError::Failed { .. } => 1,
-        }
-    }
+#[error("{check}: {reason}")]
+pub struct SmokeError {
+    /// The check that failed.
+    pub check: Check,
+    /// What it saw.
+    pub reason: String,
 }
 
 /// The `x-user-id` the smoke test calls as, so its traffic is recognisable.
@@ -153,17 +187,16 @@ pub fn sentence(lang: Language) -> &'static str {
 
 /// Runs the checks in order, writing `ok   CHECK DETAIL` for each that passes
 /// and `FAIL CHECK: REASON` for the first that fails, where it stops.
-pub async fn run(opts: &SmokeOptions, out: &mut (dyn Write + Send)) -> Result<Report, SmokeError> {
-    let endpoint = client::endpoint(&opts.addr, opts.timeout)?;
+pub async fn run_checks(
+    opts: &SmokeOptions,
+    out: &mut (dyn Write + Send),
+) -> Result<Report, SmokeError> {
+    let endpoint = opts.target.endpoint(opts.timeout);
     let mut passed = Vec::new();
     // Connecting is part of the first check: an unreachable server is not ready.
-    let channel = endpoint.connect().await.map_err(|e| SmokeError::Failed {
+    let channel = endpoint.connect().await.map_err(|e| SmokeError {
         check: Check::Readiness,
-        reason: format!(
-            "cannot connect to {}: {}",
-            opts.addr,
-            client::connect_error(&e)
-        ),
+        reason: format!("cannot connect to {}: {}", opts.target, connect_error(&e)),
     });
     let channel = match channel {
         Ok(channel) => channel,
@@ -175,7 +208,7 @@ pub async fn run(opts: &SmokeOptions, out: &mut (dyn Write + Send)) -> Result<Re
                 let _ = writeln!(out, "ok   {check} {detail}");
                 passed.push(Passed { check, detail });
             }
-            Err(reason) => return Err(report_failure(out, SmokeError::Failed { check, reason })),
+            Err(reason) => return Err(report_failure(out, SmokeError { check, reason })),
         }
     }
     Ok(Report { passed })
@@ -197,7 +230,11 @@ async fn run_check(check: Check, channel: &Channel, opts: &SmokeOptions) -> Resu
 }
 
 fn rpc_error(what: &str, status: &tonic::Status) -> String {
-    format!("{what}: {}: {}", code_name(status.code()), status.message())
+    format!(
+        "{what}: {}: {}",
+        codes::name(status.code()),
+        status.message()
+    )
 }
 
 async fn readiness(channel: Channel) -> Result<String, String> {
