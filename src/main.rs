@@ -33,11 +33,11 @@ fn serve(args: &ServeArgs) -> i32 {
         Err(e) => return fail(1, &e),
     };
     runtime.block_on(async {
-        let telemetry = match telemetry::init(&settings) {
-            Ok(guard) => guard,
+        let (tracing, telemetry) = match telemetry::init(&settings) {
+            Ok(handles) => handles,
             Err(e) => return fail(EXIT_BAD_CONFIG, &e),
         };
-        let app = match Application::build(settings).await {
+        let app = match Application::build(settings, tracing).await {
             Ok(app) => app,
             Err(e @ StartupError::Flags(_)) => return fail(EXIT_BAD_CONFIG, &e),
             Err(e) => return fail(1, &e),

@@ -27,6 +27,7 @@ use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
 use crate::metrics::{LiveState, MethodTable, Metrics};
 use crate::process_metrics::ProcessCollector;
 use crate::shutdown::{DrainOutcome, StopSignal};
+use crate::telemetry::Tracing;
 
 /// Every service served, as encoded descriptor sets: one list for
 /// reflection and for the per-method metrics table.
@@ -75,13 +76,15 @@ pub struct Application {
     metrics: Arc<Metrics>,
     methods: MethodTable,
     loader: Arc<dyn EngineLoader>,
+    tracing: Tracing,
     started: Instant,
 }
 
 impl Application {
     /// Binds both listeners with the real engines. Port 0 picks free ports.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with_loader(settings, Arc::new(RealEngines)).await
+    /// Spans go to `tracing` (from [`crate::telemetry::init`]).
+    pub async fn build(settings: Settings, tracing: Tracing) -> Result<Self, StartupError> {
+        Self::build_with_loader(settings, Arc::new(RealEngines), tracing).await
     }
 
     /// Like [`Application::build`] with another engine loader (tests use slow
@@ -89,6 +92,7 @@ impl Application {
     pub async fn build_with_loader(
         settings: Settings,
         loader: Arc<dyn EngineLoader>,
+        tracing: Tracing,
     ) -> Result<Self, StartupError> {
         let started = Instant::now();
         // Flags first: bad flags refuse to start before anything binds. The
@@ -114,6 +118,7 @@ impl Application {
         ));
         metrics.register_collector(Box::new(detection.executor().collector()));
         metrics.register_collector(Box::new(ProcessCollector));
+        tracing.register_metrics(&metrics);
         metrics.register_collector(Box::new(LiveState {
             detection: Arc::clone(&detection),
             health: health.clone(),
@@ -133,6 +138,7 @@ impl Application {
             metrics,
             methods,
             loader,
+            tracing,
             started,
         })
     }
@@ -173,6 +179,7 @@ impl Application {
             metrics,
             methods,
             loader,
+            tracing,
             started,
             ..
         } = self;
@@ -282,6 +289,7 @@ impl Application {
                 metrics: Arc::clone(&metrics),
                 methods,
                 shadow_track: settings.deployment.track == Track::Shadow,
+                tracing,
             }))
             .service(routes.prepare());
         let mut grpc = tokio::spawn(crate::grpc::serve::serve(

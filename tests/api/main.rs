@@ -33,4 +33,5 @@ mod rollout;
 mod shadow;
 mod smoke;
 mod tracing;
+mod tracing_export;
 mod watch;
