@@ -189,10 +189,18 @@ impl Traced {
             .expect("Detect succeeds");
     }
 
-    /// Flushes the last spans (the provider's shutdown) and returns the
-    /// export counters.
+    /// Drains the application (every call has ended, and so has its server
+    /// span, which ends after the reply's trailers), flushes the last spans
+    /// (the provider's shutdown, as at the end of the drain) and returns the
+    /// export counters: (spans exported, failed batches).
     async fn flush(self) -> (u64, u64) {
-        let Traced { tracing, guard, .. } = self;
+        let Traced {
+            app,
+            tracing,
+            guard,
+        } = self;
+        app.signal().await;
+        app.outcome().await;
         tokio::task::spawn_blocking(move || guard.shutdown())
             .await
             .expect("flush");
