@@ -447,7 +447,8 @@ pub struct OtelSettings {
     pub resource_attributes: Vec<(String, String)>,
     /// `OTEL_BSP_SCHEDULE_DELAY` (ms, default 5000).
     pub bsp_schedule_delay: Duration,
-    /// `OTEL_BSP_EXPORT_TIMEOUT` (ms, default 30000): bounds a flush.
+    /// `OTEL_BSP_EXPORT_TIMEOUT` (ms, default 30000): bounds the final
+    /// flush, which the drain also caps at 5 s.
     pub bsp_export_timeout: Duration,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export; beyond, new
     /// spans are dropped. Default 65,536 (the spec's 2,048 drops spans

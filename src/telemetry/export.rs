@@ -284,6 +284,58 @@ fn tls_config(endpoint: &str, otel: &OtelSettings) -> Result<Option<ClientTlsCon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configuration::{Overrides, Settings};
+
+    fn otel(env: &[(&str, &str)]) -> OtelSettings {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(&env, &Overrides::default())
+            .expect("valid")
+            .telemetry
+            .otel
+    }
+
+    #[test]
+    fn the_specification_variables_are_read_from_the_given_environment() {
+        let o = otel(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "a=1, Authorization=Bearer%20x",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "250"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=search,zone=eu%2Dwest"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "4096"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ]);
+        assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf, "TRACES_ wins");
+        assert!(o.endpoint_is_base);
+        assert_eq!(
+            o.headers,
+            [("a", "1"), ("Authorization", "Bearer x")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(o.timeout, Duration::from_millis(250));
+        assert!(o.gzip);
+        assert_eq!(o.sampler, SamplerSetting::ParentBasedTraceIdRatio(0.1));
+        assert_eq!(o.resource_attributes[1], ("zone".into(), "eu-west".into()));
+        assert_eq!(o.bsp_max_queue_size, 4096);
+        assert_eq!(o.bsp_schedule_delay, Duration::from_millis(100));
+
+        // The control: nothing set, the defaults.
+        let d = otel(&[]);
+        assert_eq!(d, OtelSettings::default());
+        assert_eq!(d.sampler, SamplerSetting::ParentBasedAlwaysOn);
+        assert!(
+            !otel(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/x")]).endpoint_is_base
+        );
+    }
 
     #[test]
     fn failure_lines_are_bounded_and_count_what_they_held_back() {

@@ -49,7 +49,8 @@ use crate::metrics::Metrics;
 /// The instrumentation scope of Switchyard's spans.
 const SCOPE: &str = "switchyard";
 
-/// How long the final flush of spans may take.
+/// How long the final flush of spans may take at most
+/// (`OTEL_BSP_EXPORT_TIMEOUT` may shorten it).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why telemetry could not start.
@@ -65,6 +66,8 @@ pub enum TelemetryError {
 pub struct TelemetryGuard {
     /// Present when spans are exported.
     provider: Option<SdkTracerProvider>,
+    /// The bound of the final flush.
+    flush_timeout: Duration,
 }
 
 impl TelemetryGuard {
@@ -77,7 +80,7 @@ impl TelemetryGuard {
     /// Blocking: call it off the async runtime (`spawn_blocking`).
     pub fn shutdown(self) {
         if let Some(provider) = &self.provider
-            && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
+            && let Err(e) = provider.shutdown_with_timeout(self.flush_timeout)
         {
             tracing::warn!(error = %e, "trace export did not flush cleanly");
         }
@@ -132,7 +135,13 @@ impl Tracing {
     pub fn new(settings: &Settings) -> Result<(Self, TelemetryGuard), TelemetryError> {
         let mut tracing = Self::default();
         let Some(endpoint) = &settings.telemetry.otlp_endpoint else {
-            return Ok((tracing, TelemetryGuard { provider: None }));
+            return Ok((
+                tracing,
+                TelemetryGuard {
+                    provider: None,
+                    flush_timeout: FLUSH_TIMEOUT,
+                },
+            ));
         };
         let otel = &settings.telemetry.otel;
         let d = &settings.deployment;
@@ -165,6 +174,7 @@ impl Tracing {
             tracing,
             TelemetryGuard {
                 provider: Some(provider),
+                flush_timeout: otel.bsp_export_timeout.min(FLUSH_TIMEOUT),
             },
         ))
     }

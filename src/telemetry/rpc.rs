@@ -96,8 +96,9 @@ impl Tracing {
             if span.is_recording() {
                 span.set_attributes([
                     KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", method.service.to_string()),
-                    KeyValue::new("rpc.method", method.method.to_string()),
+                    // Shared with the method table: no copy per span.
+                    KeyValue::new("rpc.service", Arc::clone(&method.service)),
+                    KeyValue::new("rpc.method", Arc::clone(&method.method)),
                     KeyValue::new("shadow", shadow),
                 ]);
                 if let Some(id) = request_id {
