@@ -376,16 +376,299 @@ pub struct LogSettings {
     pub level: String,
 }
 
-/// Traces (OpenTelemetry). The SDK's standard variables also apply:
-/// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
-/// `OTEL_TRACES_SAMPLER_ARG`.
+/// Traces (OpenTelemetry). Export is configured the way the OpenTelemetry
+/// specification says, from the environment `load` is given (never the
+/// process's): `OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT, PROTOCOL, HEADERS,
+/// TIMEOUT, COMPRESSION, CERTIFICATE, CLIENT_CERTIFICATE, CLIENT_KEY}`,
+/// `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES`. Only the endpoint is also a setting (file,
+/// `SWITCHYARD__TELEMETRY__OTLP_ENDPOINT`, `--otlp-endpoint`); the rest is
+/// read by [`TelemetrySettings::read_env`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
-    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Export is on
+    /// OTLP collector, e.g. `http://otel-collector:4317`. Export is on
     /// when set (defaults to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`), off otherwise.
     pub otlp_endpoint: Option<String>,
+    /// Everything else, from the `OTEL_*` variables.
+    #[serde(skip)]
+    pub otel: OtelSettings,
+    /// `RUST_LOG`, which wins over `log.level` when set.
+    #[serde(skip)]
+    pub rust_log: Option<String>,
+}
+
+/// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `grpc` (the default here, as before the variable was read).
+    #[default]
+    Grpc,
+    /// `http/protobuf`.
+    HttpProtobuf,
+}
+
+/// The sampler (`OTEL_TRACES_SAMPLER`, with its ratio from
+/// `OTEL_TRACES_SAMPLER_ARG`, default 1.0).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum SamplerSetting {
+    AlwaysOn,
+    AlwaysOff,
+    TraceIdRatio(f64),
+    #[default]
+    ParentBasedAlwaysOn,
+    ParentBasedAlwaysOff,
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// The `OTEL_*` trace settings, parsed and checked once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelSettings {
+    pub protocol: OtlpProtocol,
+    /// The endpoint came from `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL:
+    /// OTLP/HTTP appends `/v1/traces` to it).
+    pub endpoint_is_base: bool,
+    /// Extra request headers (`key=value,...`, values percent-decoded).
+    pub headers: Vec<(String, String)>,
+    /// Per export attempt (default 10 s).
+    pub timeout: Duration,
+    /// `gzip` when set; `none` or unset: no compression.
+    pub gzip: bool,
+    /// PEM file of the CA(s) that sign the collector's certificate.
+    pub certificate: Option<PathBuf>,
+    /// PEM files of the client certificate and key (mutual TLS).
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub sampler: SamplerSetting,
+    /// `OTEL_SERVICE_NAME`; `switchyard` when unset.
+    pub service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`).
+    pub resource_attributes: Vec<(String, String)>,
+    /// `OTEL_BSP_SCHEDULE_DELAY` (ms, default 5000).
+    pub bsp_schedule_delay: Duration,
+    /// `OTEL_BSP_EXPORT_TIMEOUT` (ms, default 30000): bounds the final
+    /// flush, which the drain also caps at 5 s.
+    pub bsp_export_timeout: Duration,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export; beyond, new
+    /// spans are dropped. Default 32,768: the spec's 2,048 (and 8,192)
+    /// drop spans at this service's rate with every call sampled, 32,768
+    /// delivers them all for ~12 MB of resident memory, allocated when
+    /// export is on (BENCHMARKS.md, section 4).
+    pub bsp_max_queue_size: usize,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (default 512).
+    pub bsp_max_export_batch_size: usize,
+}
+
+/// Spans a replica may hold for export (see [`OtelSettings::bsp_max_queue_size`]).
+pub const DEFAULT_BSP_MAX_QUEUE_SIZE: usize = 32_768;
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            protocol: OtlpProtocol::Grpc,
+            endpoint_is_base: false,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            gzip: false,
+            certificate: None,
+            client_certificate: None,
+            client_key: None,
+            sampler: SamplerSetting::default(),
+            service_name: None,
+            resource_attributes: Vec::new(),
+            bsp_schedule_delay: Duration::from_millis(5000),
+            bsp_export_timeout: Duration::from_millis(30_000),
+            bsp_max_queue_size: DEFAULT_BSP_MAX_QUEUE_SIZE,
+            bsp_max_export_batch_size: 512,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// Reads the `OTEL_*` variables and `RUST_LOG` from `env` (empty means
+    /// unset). A value the specification does not define, or one this
+    /// build cannot honour (`http/json`), is an error naming the variable.
+    pub fn read_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        // The traces-specific variable first, then the general one.
+        let otlp = |suffix: &str| {
+            let specific = format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}");
+            let general = format!("OTEL_EXPORTER_OTLP_{suffix}");
+            match get(&specific) {
+                Some(v) => Some((specific, v.to_owned())),
+                None => get(&general).map(|v| (general, v.to_owned())),
+            }
+        };
+        let millis = |name: String, value: &str| {
+            value
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| {
+                    ConfigError::setting(&name, format!("must be milliseconds, got {value:?}"))
+                })
+        };
+        let mut o = OtelSettings {
+            endpoint_is_base: get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+                && get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+                && self.otlp_endpoint.as_deref() == get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            ..OtelSettings::default()
+        };
+        if let Some((name, value)) = otlp("PROTOCOL") {
+            o.protocol = match value.as_str() {
+                "grpc" => OtlpProtocol::Grpc,
+                "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                "http/json" => {
+                    return Err(ConfigError::setting(
+                        &name,
+                        "http/json is not supported: use grpc or http/protobuf",
+                    ));
+                }
+                other => {
+                    return Err(ConfigError::setting(
+                        &name,
+                        format!("must be grpc or http/protobuf, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        if let Some((name, value)) = otlp("HEADERS") {
+            o.headers = key_values(&value).map_err(|e| ConfigError::setting(&name, e))?;
+        }
+        if let Some((name, value)) = otlp("TIMEOUT") {
+            o.timeout = millis(name, &value)?;
+        }
+        if let Some((name, value)) = otlp("COMPRESSION") {
+            o.gzip = match value.as_str() {
+                "gzip" => true,
+                "none" => false,
+                other => {
+                    return Err(ConfigError::setting(
+                        &name,
+                        format!("must be gzip or none, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        for (suffix, field) in [
+            ("CERTIFICATE", &mut o.certificate),
+            ("CLIENT_CERTIFICATE", &mut o.client_certificate),
+            ("CLIENT_KEY", &mut o.client_key),
+        ] {
+            if let Some((name, value)) = otlp(suffix) {
+                let path = PathBuf::from(value);
+                if !path.is_file() {
+                    return Err(ConfigError::setting(
+                        &name,
+                        format!("file {} does not exist", path.display()),
+                    ));
+                }
+                *field = Some(path);
+            }
+        }
+        if o.client_certificate.is_some() != o.client_key.is_some() {
+            return Err(ConfigError::setting(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together",
+            ));
+        }
+        let ratio = match get("OTEL_TRACES_SAMPLER_ARG") {
+            None => 1.0,
+            Some(arg) => arg
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    ConfigError::setting(
+                        "OTEL_TRACES_SAMPLER_ARG",
+                        format!("must be a ratio between 0 and 1, got {arg:?}"),
+                    )
+                })?,
+        };
+        if let Some(sampler) = get("OTEL_TRACES_SAMPLER") {
+            o.sampler = match sampler {
+                "always_on" => SamplerSetting::AlwaysOn,
+                "always_off" => SamplerSetting::AlwaysOff,
+                "traceidratio" => SamplerSetting::TraceIdRatio(ratio),
+                "parentbased_always_on" => SamplerSetting::ParentBasedAlwaysOn,
+                "parentbased_always_off" => SamplerSetting::ParentBasedAlwaysOff,
+                "parentbased_traceidratio" => SamplerSetting::ParentBasedTraceIdRatio(ratio),
+                other => {
+                    return Err(ConfigError::setting(
+                        "OTEL_TRACES_SAMPLER",
+                        format!(
+                            "must be always_on, always_off, traceidratio, parentbased_always_on, \
+                             parentbased_always_off or parentbased_traceidratio, got {other:?}"
+                        ),
+                    ));
+                }
+            };
+        }
+        o.service_name = get("OTEL_SERVICE_NAME").map(str::to_owned);
+        if let Some(value) = get("OTEL_RESOURCE_ATTRIBUTES") {
+            o.resource_attributes = key_values(value)
+                .map_err(|e| ConfigError::setting("OTEL_RESOURCE_ATTRIBUTES", e))?;
+        }
+        let count = |name: &str, default: usize| match get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::setting(name, format!("must be a positive integer, got {v:?}"))
+            }),
+        };
+        if let Some(v) = get("OTEL_BSP_SCHEDULE_DELAY") {
+            o.bsp_schedule_delay = millis("OTEL_BSP_SCHEDULE_DELAY".into(), v)?;
+        }
+        if let Some(v) = get("OTEL_BSP_EXPORT_TIMEOUT") {
+            o.bsp_export_timeout = millis("OTEL_BSP_EXPORT_TIMEOUT".into(), v)?;
+        }
+        o.bsp_max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", o.bsp_max_queue_size)?;
+        o.bsp_max_export_batch_size = count(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            o.bsp_max_export_batch_size,
+        )?;
+        if o.bsp_max_export_batch_size > o.bsp_max_queue_size {
+            return Err(ConfigError::setting(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                "must not exceed OTEL_BSP_MAX_QUEUE_SIZE",
+            ));
+        }
+        self.otel = o;
+        self.rust_log = get("RUST_LOG").map(str::to_owned);
+        Ok(())
+    }
+}
+
+/// `key=value` pairs separated by commas, values percent-decoded (the W3C
+/// Baggage format the specification uses for headers and resource
+/// attributes).
+fn key_values(list: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("must be key=value pairs, got {item:?}"));
+        };
+        let value = percent_decode(value.trim())
+            .ok_or_else(|| format!("has a malformed percent escape in {item:?}"))?;
+        pairs.push((key.trim().to_owned(), value));
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A setting that is missing, malformed or out of range. Its message is one
@@ -607,10 +890,11 @@ impl Settings {
         }
 
         let raw = builder.build().map_err(|e| ConfigError(one_line(&e)))?;
-        let settings: Settings = raw
+        let mut settings: Settings = raw
             .clone()
             .try_deserialize()
             .map_err(|e| ConfigError(with_value(&e, &raw)))?;
+        settings.telemetry.read_env(env)?;
         settings.validate()?;
         Ok(settings)
     }

@@ -15,12 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::SpanContext;
+use opentelemetry::KeyValue;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
@@ -29,6 +28,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 
 use crate::engine::{Detection, Engine};
+use crate::telemetry::Trace;
 
 /// Outcome counters (GetInfo; `switchyard_dark_launch_total` at scrape time).
 #[derive(Debug, Default)]
@@ -218,14 +218,15 @@ impl DarkLauncher {
 
     /// Starts `candidate` on `text` and returns at once; `served` is the
     /// answer the client got and `served_latency` how long it took. The
-    /// candidate's span links to `request` (the server span) when given.
+    /// candidate's span (`dark_launch.candidate`) is in a trace of its own,
+    /// linked to the request's server span.
     pub fn launch(
         &self,
         candidate: Arc<dyn Engine>,
         text: Arc<str>,
         served: Detection,
         served_latency: Duration,
-        request: Option<SpanContext>,
+        request: &Trace,
     ) {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -236,18 +237,16 @@ impl DarkLauncher {
         let kind = candidate.kind();
         let latency = self.latency.clone();
         // Its own trace, linked to the request's: it never extends it.
+        let mut trace_span = request.linked_root("dark_launch.candidate", || {
+            vec![KeyValue::new("candidate", kind.as_str())]
+        });
+        // The candidate's log lines.
         let span = tracing::info_span!(
             parent: None,
             "dark_launch.candidate",
-            otel.name = "dark_launch.candidate",
             candidate = kind.as_str(),
             outcome = tracing::field::Empty,
         );
-        if let Some(request) = request
-            && !span.is_disabled()
-        {
-            span.add_link(request);
-        }
         let started = Instant::now();
         // The permit lives with the work itself: a timed-out candidate
         // still occupies its slot until it really ends.
@@ -298,6 +297,7 @@ impl DarkLauncher {
                 }
             };
             tracing::Span::current().record("outcome", outcome);
+            trace_span.set_attribute(|| KeyValue::new("outcome", outcome));
         };
         tokio::spawn(task.instrument(span));
     }

@@ -66,10 +66,11 @@
 //!   pure and unit tested), and [`tools::client`], the one address parser
 //!   ([`tools::client::Target`]) they all use.
 //! - [`telemetry`]: process-wide logs (JSON lines carrying trace ids) and
-//!   OpenTelemetry traces: each RPC's spans ([`telemetry::server_span`],
-//!   W3C and B3 parents), the OTLP/gRPC span processor and exporter
-//!   ([`telemetry::otlp`]);
-//!   `init` returns a guard that flushes the last spans after the drain.
+//!   OpenTelemetry traces through a handle the application is given
+//!   ([`telemetry::Tracing`]: each RPC's spans with W3C and B3 parents, the
+//!   SDK's batch processor, `opentelemetry-otlp`'s exporter, no globals);
+//!   `init` returns the handle and a guard that flushes the last spans
+//!   after the drain.
 //!
 //! # The path of a request
 //!

@@ -36,11 +36,11 @@ fn serve(args: &ServeArgs) -> Exit {
         Err(e) => return fail(Exit::Failed, &e),
     };
     runtime.block_on(async {
-        let telemetry = match telemetry::init(&settings) {
-            Ok(guard) => guard,
+        let (tracing, telemetry) = match telemetry::init(&settings) {
+            Ok(handles) => handles,
             Err(e) => return fail(Exit::Usage, &e),
         };
-        let app = match Application::build(settings).await {
+        let app = match Application::build(settings, tracing).await {
             Ok(app) => app,
             Err(e @ StartupError::Flags(_)) => return fail(Exit::Usage, &e),
             Err(e) => return fail(Exit::Failed, &e),

@@ -34,6 +34,7 @@ use crate::health::{HealthService, HealthState, spawn_liveness_watchdog};
 use crate::metrics::{self, Metrics};
 use crate::process_metrics::ProcessCollector;
 use crate::shutdown::{DrainOutcome, StopSignal};
+use crate::telemetry::Tracing;
 
 /// Why the application could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +111,9 @@ impl Background {
 
 impl Application {
     /// Binds both listeners with the real engines. Port 0 picks free ports.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with_loader(settings, Arc::new(RealEngines)).await
+    /// Spans go to `tracing` (from [`crate::telemetry::init`]).
+    pub async fn build(settings: Settings, tracing: Tracing) -> Result<Self, StartupError> {
+        Self::build_with_loader(settings, Arc::new(RealEngines), tracing).await
     }
 
     /// Like [`Application::build`] with another engine loader (tests use slow
@@ -119,6 +121,7 @@ impl Application {
     pub async fn build_with_loader(
         settings: Settings,
         loader: Arc<dyn EngineLoader>,
+        tracing: Tracing,
     ) -> Result<Self, StartupError> {
         let started = Instant::now();
         let settings = Arc::new(settings);
@@ -146,6 +149,7 @@ impl Application {
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
         registry.register_collector(Box::new(ProcessCollector));
         let own = registry.sub_registry_with_prefix("switchyard");
+        tracing.register_metrics(own);
         metrics::register_build_info(
             own,
             settings.deployment.version.clone(),
@@ -224,6 +228,7 @@ impl Application {
             .layer(EdgeLayer::new(Observer {
                 methods,
                 shadow_track: settings.deployment.track == Track::Shadow,
+                tracing,
             }))
             .service(routes.prepare());
 

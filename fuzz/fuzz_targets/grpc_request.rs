@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use switchyard::configuration::{Overrides, Settings};
 use switchyard::startup::{Application, GrpcService};
+use switchyard::telemetry::Tracing;
 use tower::ServiceExt;
 
 const PATHS: [&str; 8] = [
@@ -56,7 +57,9 @@ static SERVED: LazyLock<Served> = LazyLock::new(|| {
     };
     let settings = Settings::load(&Default::default(), &overrides).expect("settings");
     let service = runtime.block_on(async {
-        let app = Application::build(settings).await.expect("build");
+        let app = Application::build(settings, Tracing::default())
+            .await
+            .expect("build");
         let service = app.grpc_service();
         let health = app.health();
         tokio::spawn(app.run_until_stopped(futures::stream::pending()));

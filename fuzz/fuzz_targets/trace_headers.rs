@@ -8,6 +8,7 @@ use std::sync::{Arc, LazyLock};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use switchyard::grpc::catalog::{Method, MethodTable, RpcMetrics};
+use switchyard::telemetry::Tracing;
 
 const NAMES: [&str; 7] = [
     "traceparent",
@@ -27,6 +28,15 @@ static METHOD: LazyLock<Arc<Method>> = LazyLock::new(|| {
     Arc::clone(table.get("/switchyard.v1.Detector/Detect"))
 });
 
+/// No export, but the request's log span is enabled (a subscriber is
+/// installed), so the caller's trace context is read from the headers as
+/// in production.
+static TRACING: LazyLock<Tracing> = LazyLock::new(|| {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry().try_init();
+    Tracing::default()
+});
+
 fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();
     for (i, value) in data.split(|b| *b == 0).enumerate() {
@@ -34,5 +44,5 @@ fuzz_target!(|data: &[u8]| {
             headers.append(HeaderName::from_static(NAMES[i % NAMES.len()]), value);
         }
     }
-    let _ = switchyard::telemetry::server_span(&METHOD, &headers, false);
+    let _ = TRACING.server_span(&METHOD, &headers, false);
 });

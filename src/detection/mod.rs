@@ -221,7 +221,7 @@ impl DetectionService {
                 text,
                 detection,
                 served_latency,
-                ctx.trace.span_context(),
+                &ctx.trace,
             );
         }
         Ok(Outcome {

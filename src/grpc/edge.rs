@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use super::catalog::MethodTable;
 use super::observe::{Completion, CountingBody, status_in};
-use crate::telemetry;
+use crate::telemetry::Tracing;
 
 /// How much earlier than tonic's own timer this layer's deadline fires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
@@ -57,6 +57,8 @@ pub struct Observer {
     pub methods: MethodTable,
     /// This replica serves the shadow track: all its traffic is shadow.
     pub shadow_track: bool,
+    /// Where the RPC spans go.
+    pub tracing: Tracing,
 }
 
 /// Adds [`Edge`] to a service.
@@ -118,7 +120,10 @@ where
             parts.extensions.insert(Shadow);
         }
         let method = Arc::clone(self.observer.methods.get(parts.uri.path()));
-        let span = telemetry::server_span(&method, &parts.headers, shadow);
+        let span = self
+            .observer
+            .tracing
+            .server_span(&method, &parts.headers, shadow);
         if span.trace.has_span() {
             parts.extensions.insert(span.trace.clone());
         }

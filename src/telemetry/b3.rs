@@ -3,6 +3,13 @@
 //! `x-b3-sampled`, `x-b3-flags`) and the single `b3` header
 //! (`{traceid}-{spanid}[-{sampled}[-{parentspanid}]]`). Trace ids are 16 or
 //! 32 hex digits (a 64-bit id is left-padded); span ids 16.
+//!
+//! Ours rather than `opentelemetry-zipkin`'s (which has no HTTP client with
+//! its default features off): that one turns a deferred decision (no
+//! `x-b3-sampled`, what a proxy that provisions ids sends) into "not
+//! sampled", so a parent-based sampler would drop every such call; here a
+//! deferred decision is taken as the proxy's accept. Tested against the
+//! cases the B3 specification documents.
 
 use opentelemetry::Context;
 use opentelemetry::propagation::text_map_propagator::FieldIter;
@@ -164,6 +171,76 @@ mod tests {
             (FLAGS, "1"),
         ]);
         assert!(debug.is_sampled(), "debug flag forces sampling");
+    }
+
+    /// The cases the B3 specification (openzipkin/b3-propagation's README)
+    /// documents, with its example values.
+    #[test]
+    fn the_zipkin_documented_cases() {
+        // Multiple headers, with a parent span id: accept.
+        let sc = extract(&[
+            (TRACE_ID, "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-parentspanid", "0020000000000001"),
+            (SPAN_ID, "a2fb4a1d1a96d312"),
+            (SAMPLED, "1"),
+        ]);
+        assert!(sc.is_valid() && sc.is_sampled());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "463ac35c9f6413ad48485a3953bb6124"
+        );
+        assert_eq!(sc.span_id().to_string(), "a2fb4a1d1a96d312");
+        // The single header with all four fields (the parent last).
+        let sc = extract(&[(
+            SINGLE,
+            "80f198ee56343ba864fe8b2a57d3eff7-05e3ac9a4f6e3b90-1-e457b5a2e4d86bd1",
+        )]);
+        assert!(sc.is_sampled());
+        assert_eq!(sc.span_id().to_string(), "05e3ac9a4f6e3b90");
+        // Debug in the single header (`d`) and as `X-B3-Flags: 1` without
+        // `X-B3-Sampled`: both imply accept.
+        assert!(
+            extract(&[(
+                SINGLE,
+                "80f198ee56343ba864fe8b2a57d3eff7-05e3ac9a4f6e3b90-d"
+            )])
+            .is_sampled()
+        );
+        assert!(
+            extract(&[
+                (TRACE_ID, "80f198ee56343ba864fe8b2a57d3eff7"),
+                (SPAN_ID, "05e3ac9a4f6e3b90"),
+                (FLAGS, "1"),
+            ])
+            .is_sampled()
+        );
+        // The lenient legacy values `true` and `false`.
+        for (value, sampled) in [("true", true), ("false", false)] {
+            let sc = extract(&[
+                (TRACE_ID, "80f198ee56343ba864fe8b2a57d3eff7"),
+                (SPAN_ID, "05e3ac9a4f6e3b90"),
+                (SAMPLED, value),
+            ]);
+            assert!(sc.is_valid());
+            assert_eq!(sc.is_sampled(), sampled, "{value}");
+        }
+        // The single header takes precedence over the multiple headers.
+        let sc = extract(&[
+            (
+                SINGLE,
+                "80f198ee56343ba864fe8b2a57d3eff7-05e3ac9a4f6e3b90-0",
+            ),
+            (TRACE_ID, "463ac35c9f6413ad48485a3953bb6124"),
+            (SPAN_ID, "a2fb4a1d1a96d312"),
+            (SAMPLED, "1"),
+        ]);
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+        assert!(!sc.is_sampled());
+        // A deny with no identifiers (`b3: 0`) gives no parent to join.
+        assert!(!extract(&[(SINGLE, "0")]).is_valid());
     }
 
     #[test]

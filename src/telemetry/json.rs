@@ -27,7 +27,7 @@ impl<W> JsonLayer<W> {
 }
 
 /// The trace and span ids of a request's log lines, attached to its log
-/// span by [`super::server_span`] as an extension: ids, not formatted
+/// span by [`super::Tracing::server_span`] as an extension: ids, not formatted
 /// strings, and only when a log line may be written.
 pub(super) struct LogIds {
     pub trace_id: TraceId,

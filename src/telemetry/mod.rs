@@ -1,41 +1,44 @@
-//! Logs and traces. [`init`] installs, process-wide:
+//! Logs and traces.
 //!
-//! - logs: JSON lines on stdout (pretty on a terminal), level from
-//!   `RUST_LOG` or the settings; each line of a request carries its
-//!   `trace_id`, `span_id` and `request_id` (see [`json`]);
-//! - traces: OpenTelemetry, exported over OTLP/gRPC ([`otlp`]) when an
-//!   endpoint is configured (no span is built otherwise; log lines still
-//!   get ids). Each RPC's server span and its children are recorded by
-//!   the `rpc` module ([`server_span`], [`Trace`]) straight into the exporter's
-//!   batches, with the SDK's sampler, with parents taken
-//!   from W3C `traceparent`/`tracestate` or B3 ([`b3`]) headers so spans
-//!   join the mesh's traces; other `tracing` spans at info and above (the
-//!   dark-launch candidate) reach the exporter through
-//!   `tracing-opentelemetry`.
+//! - Logs are process-wide (one `tracing` subscriber, installed by
+//!   [`init`]): JSON lines on stdout (pretty on a terminal), level from
+//!   `RUST_LOG` (read from the settings' environment) or `log.level`; each
+//!   line of a request carries its `trace_id`, `span_id` and `request_id`
+//!   (see [`json`]).
+//! - Traces are not process-wide: [`Tracing`] is a handle (the SDK tracer
+//!   of one provider and the W3C + B3 propagators) that the application is
+//!   given and passes down, like its metrics registry. Each RPC's server
+//!   span and its children (`flags.evaluate`, `engine.detect`) and the
+//!   dark-launch candidate are SDK spans of that tracer, batched by the
+//!   SDK's `BatchSpanProcessor` and exported by `opentelemetry-otlp`
+//!   (OTLP/gRPC with TLS and gzip, or OTLP/HTTP), configured from the
+//!   `OTEL_*` variables the settings read ([`export`]). Two applications in
+//!   one process can export to two collectors.
 //!
-//! It returns a [`TelemetryGuard`]: [`TelemetryGuard::shutdown`] flushes the
-//! last spans (bounded) at the end of the drain.
-//!
-//! Metrics are not here: each application owns its registry
-//! ([`crate::metrics`]).
+//! [`Tracing::new`] returns the handle and a [`TelemetryGuard`]:
+//! [`TelemetryGuard::shutdown`] flushes the last spans (bounded) at the end
+//! of the drain.
 
 pub mod b3;
+pub mod export;
 pub mod json;
-pub mod otlp;
 mod rpc;
 
-pub use rpc::{ChildSpan, RpcSpan, Trace, server_span};
+pub use export::ExportCounters;
+pub use rpc::{ChildSpan, RpcSpan, Trace};
 
+use std::fmt;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Config, SdkTracerProvider, ShouldSample};
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -45,7 +48,8 @@ use crate::configuration::{LogFormat, Settings};
 /// The instrumentation scope of Switchyard's spans.
 const SCOPE: &str = "switchyard";
 
-/// How long the final flush of spans may take.
+/// How long the final flush of spans may take at most
+/// (`OTEL_BSP_EXPORT_TIMEOUT` may shorten it).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why telemetry could not start.
@@ -55,12 +59,14 @@ pub enum TelemetryError {
     Exporter { endpoint: String, reason: String },
 }
 
-/// Keeps telemetry alive. Call [`TelemetryGuard::shutdown`] at the end of
-/// the drain; dropping it flushes stdout.
+/// Keeps the trace pipeline alive. Call [`TelemetryGuard::shutdown`] at
+/// the end of the drain; dropping it flushes stdout.
 #[must_use = "call shutdown() so the last spans are exported"]
 pub struct TelemetryGuard {
     /// Present when spans are exported.
     provider: Option<SdkTracerProvider>,
+    /// The bound of the final flush.
+    flush_timeout: Duration,
 }
 
 impl TelemetryGuard {
@@ -70,11 +76,10 @@ impl TelemetryGuard {
     }
 
     /// Flushes and shuts down the trace provider, bounded by a deadline.
-    /// Blocking: call it off the async runtime (`spawn_blocking`). The
-    /// exporter's gRPC client runs on its own thread.
+    /// Blocking: call it off the async runtime (`spawn_blocking`).
     pub fn shutdown(self) {
         if let Some(provider) = &self.provider
-            && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
+            && let Err(e) = provider.shutdown_with_timeout(self.flush_timeout)
         {
             tracing::warn!(error = %e, "trace export did not flush cleanly");
         }
@@ -88,52 +93,127 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs logging and tracing for the process. Must run inside a Tokio
-/// runtime (the OTLP exporter's gRPC channel needs one).
-pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
-    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(b3::B3Propagator::default()),
-        // Last, so it wins when both are present.
-        Box::new(TraceContextPropagator::new()),
-    ]));
-    // Only an exporter needs OpenTelemetry spans: without one, no span is
-    // built (log lines still get trace ids, see `server_span`).
-    let provider = match &settings.telemetry.otlp_endpoint {
-        Some(endpoint) => {
-            let (provider, sampler, sink) = tracer_provider(settings, endpoint)?;
-            // The RPC spans: same sampler, same batches.
-            rpc::install(sampler, sink);
-            Some(provider)
-        }
-        None => None,
-    };
-    // Spans for traces do not depend on the log level. Access lines are not
-    // span events: the span already carries every field they have.
-    let otel = provider.as_ref().map(|provider| {
-        // Only the attributes of the RPC conventions and ours: no source
-        // location, thread, target or busy/idle time on every span.
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(SCOPE))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            // Nothing reads the current OpenTelemetry context (parents and
-            // links come from the tracing spans): no context switch on every
-            // poll of an instrumented future.
-            .with_context_activation(false)
-            .with_filter(
-                Targets::new()
-                    .with_target("switchyard", LevelFilter::INFO)
-                    .with_target("switchyard::access", LevelFilter::OFF)
-                    // The RPC spans are recorded directly (see `rpc`).
-                    .with_target(rpc::LOG_TARGET, LevelFilter::OFF),
-            )
-    });
+/// What an application records spans with: the tracer (absent when export
+/// is off: no span is built, log lines still get ids), the propagators
+/// that read the caller's context (W3C `traceparent`/`tracestate`, B3),
+/// and the export counters. Cheap to clone.
+#[derive(Clone)]
+pub struct Tracing {
+    tracer: Option<SdkTracer>,
+    propagator: Arc<TextMapCompositePropagator>,
+    counters: ExportCounters,
+}
 
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+impl fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracing")
+            .field("exporting", &self.tracer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Tracing {
+    /// No export.
+    fn default() -> Self {
+        Self {
+            tracer: None,
+            propagator: Arc::new(TextMapCompositePropagator::new(vec![
+                Box::new(b3::B3Propagator::default()),
+                // Last, so it wins when both are present.
+                Box::new(TraceContextPropagator::new()),
+            ])),
+            counters: ExportCounters::default(),
+        }
+    }
+}
+
+impl Tracing {
+    /// A pipeline to the collector the settings name (none when no
+    /// endpoint is set). Must run inside a Tokio runtime (the gRPC
+    /// channel's connection task runs on it). Installs nothing globally.
+    pub fn new(settings: &Settings) -> Result<(Self, TelemetryGuard), TelemetryError> {
+        let mut tracing = Self::default();
+        let Some(endpoint) = &settings.telemetry.otlp_endpoint else {
+            return Ok((
+                tracing,
+                TelemetryGuard {
+                    provider: None,
+                    flush_timeout: FLUSH_TIMEOUT,
+                },
+            ));
+        };
+        let otel = &settings.telemetry.otel;
+        let d = &settings.deployment;
+        let resource = Resource::builder_empty()
+            .with_service_name(
+                otel.service_name
+                    .clone()
+                    .unwrap_or_else(|| "switchyard".to_owned()),
+            )
+            .with_attributes(
+                otel.resource_attributes
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .with_attributes([
+                KeyValue::new("service.version", d.version.clone()),
+                KeyValue::new("k8s.pod.name", d.pod.clone()),
+                KeyValue::new("k8s.namespace.name", d.namespace.clone()),
+                KeyValue::new("switchyard.track", d.track.as_str()),
+            ])
+            .build();
+        let processor = export::processor(endpoint, otel, tracing.counters.clone())?;
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_sampler(export::sampler(otel.sampler))
+            .with_span_processor(processor)
+            .build();
+        tracing.tracer = Some(provider.tracer(SCOPE));
+        Ok((
+            tracing,
+            TelemetryGuard {
+                provider: Some(provider),
+                flush_timeout: otel.bsp_export_timeout.min(FLUSH_TIMEOUT),
+            },
+        ))
+    }
+
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// What the export pipeline has counted.
+    pub fn counters(&self) -> &ExportCounters {
+        &self.counters
+    }
+
+    /// Registers the export counters on `own` (an application's
+    /// `switchyard_` sub-registry).
+    pub fn register_metrics(&self, own: &mut prometheus_client::registry::Registry) {
+        own.register(
+            "trace_export_failures",
+            "Span batches the OTLP exporter could not deliver after its retries (dropped)",
+            self.counters.failures.clone(),
+        );
+        own.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted",
+            self.counters.exported.clone(),
+        );
+    }
+}
+
+/// Installs logging for the process and builds the trace pipeline
+/// ([`Tracing::new`]). Must run inside a Tokio runtime.
+pub fn init(settings: &Settings) -> Result<(Tracing, TelemetryGuard), TelemetryError> {
+    let filter = settings
+        .telemetry
+        .rust_log
+        .as_deref()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(&settings.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let format = settings
         .log
         .format
@@ -150,47 +230,8 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
                 .with_filter(filter),
         ),
     };
-    if let Err(e) = tracing_subscriber::registry()
-        .with(logs)
-        .with(otel)
-        .try_init()
-    {
+    if let Err(e) = tracing_subscriber::registry().with(logs).try_init() {
         eprintln!("switchyard: telemetry already initialised: {e}");
     }
-    Ok(TelemetryGuard { provider })
-}
-
-/// The provider, its sampler and where its processor batches spans.
-fn tracer_provider(
-    settings: &Settings,
-    endpoint: &str,
-) -> Result<(SdkTracerProvider, Box<dyn ShouldSample>, otlp::SpanSink), TelemetryError> {
-    let d = &settings.deployment;
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name("switchyard");
-    }
-    let resource = resource
-        .with_attributes([
-            KeyValue::new("service.version", d.version.clone()),
-            KeyValue::new("k8s.pod.name", d.pod.clone()),
-            KeyValue::new("k8s.namespace.name", d.namespace.clone()),
-            KeyValue::new("switchyard.track", d.track.as_str()),
-        ])
-        .build();
-    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK
-    // (its default is parent-based always-on); batching from OTEL_BSP_*
-    // (see `otlp`).
-    let sampler = Config::default().sampler;
-    let processor = otlp::OtlpProcessor::new(endpoint).map_err(|e| TelemetryError::Exporter {
-        endpoint: endpoint.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let sink = processor.sink();
-    let provider = SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_sampler(sampler.clone())
-        .with_span_processor(processor)
-        .build();
-    Ok((provider, sampler, sink))
+    Tracing::new(settings)
 }

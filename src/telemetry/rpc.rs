@@ -1,74 +1,32 @@
 //! The spans of one RPC: the OpenTelemetry server span and its children,
-//! and a `tracing` span that only carries the fields of the request's log
-//! lines.
+//! SDK spans of the application's tracer, and a `tracing` span that only
+//! carries the fields of the request's log lines (and, as an extension,
+//! the trace and span ids those lines print).
 //!
-//! The three spans of a call (the server span, `flags.evaluate`,
-//! `engine.detect`) are recorded here, on OpenTelemetry's types (ids,
-//! [`SpanContext`], [`KeyValue`]) and with the SDK's sampler, but without
-//! an SDK span: when one ends, its OTLP bytes are written straight into the
-//! exporter's batch ([`SpanSink`]).
-//!
-//! Why: the `tracing-opentelemetry` bridge built its own span state on
-//! every `tracing` span (a builder, a field visitor, a context per enter
-//! and exit) whether or not the trace was sampled, ~8,000 instructions a
-//! span; the SDK span then cost ~1,500 to build and as much again to end
-//! (its `SpanData`, the processor call, the drop), with the attributes
-//! built as owned `KeyValue`s. A span here costs about a third of that:
-//! its fixed attributes are read from the call's [`Method`] when it is
-//! encoded (BENCHMARKS.md, section 4). Spans off the hot path (the
-//! dark-launch candidate) still go through `tracing`, the bridge and the
-//! SDK, to the same exporter.
-//!
-//! What the SDK would do and this does too: the parent's trace id and
-//! flags, the sampler's decision, trace state and extra attributes, a span
-//! that ends when dropped. What it does not: span limits (these spans have
-//! at most nine attributes and no events), and a `RecordOnly` decision is
-//! treated as a drop (only the exporter reads spans, and it takes sampled
-//! ones).
+//! Attributes are only built for a span that records (sampled): a call
+//! that is not sampled, or a replica that does not export, costs no
+//! attribute allocation.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderMap;
 use http::header::HeaderName;
-use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags};
-use opentelemetry::{Context, InstrumentationScope, KeyValue, global};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SamplingDecision, ShouldSample};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer, Span};
 use tracing::field::Empty;
 use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::Tracing;
 use super::json::LogIds;
-use super::otlp::{Attributes, SpanHead, SpanSink, write_span};
 use crate::grpc::catalog::Method;
 
-/// What recording the RPC spans takes, set once by [`super::init`] when
-/// spans are exported. Unset (tests that run the application in-process,
-/// or no endpoint): no span is built.
-static RECORDER: OnceLock<Recorder> = OnceLock::new();
-
-struct Recorder {
-    /// The provider's sampler (`OTEL_TRACES_SAMPLER`, `_ARG`).
-    sampler: Box<dyn ShouldSample>,
-    ids: RandomIdGenerator,
-    sink: SpanSink,
-    /// The tracer's scope, as the SDK's `tracer("switchyard")` has it.
-    scope: InstrumentationScope,
-}
-
-/// Installs the recorder of the RPC spans (the first one wins).
-pub(super) fn install(sampler: Box<dyn ShouldSample>, sink: SpanSink) {
-    let _ = RECORDER.set(Recorder {
-        sampler,
-        ids: RandomIdGenerator::default(),
-        sink,
-        scope: InstrumentationScope::builder(super::SCOPE).build(),
-    });
-}
-
-/// The target of the log span: the trace bridge ignores it.
-pub(super) const LOG_TARGET: &str = "switchyard::rpc";
+/// The target of the log span.
+const LOG_TARGET: &str = "switchyard::rpc";
 
 /// The headers a W3C or B3 parent can come in (names parsed once: a
 /// lookup by `&str` parses the name every time).
@@ -93,102 +51,120 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// The caller's trace context, when its headers carry a valid one.
-fn remote_parent(headers: &HeaderMap) -> Option<Context> {
-    // Most calls carry no trace context: skip the propagators then.
-    PROPAGATION_HEADERS
-        .iter()
-        .any(|h| headers.contains_key(h))
-        .then(|| global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers))))
-        .filter(|cx| cx.span().span_context().is_valid())
-}
+impl Tracing {
+    /// The caller's trace context, when its headers carry a valid one.
+    fn remote_parent(&self, headers: &HeaderMap) -> Option<Context> {
+        // Most calls carry no trace context: skip the propagators then.
+        PROPAGATION_HEADERS
+            .iter()
+            .any(|h| headers.contains_key(h))
+            .then(|| self.propagator.extract(&HeaderExtractor(headers)))
+            .filter(|cx| cx.span().span_context().is_valid())
+    }
 
-/// An RPC's trace: its server span, when spans are built. Cheap to clone;
-/// the request carries it as an extension so handlers can add children and
-/// attributes.
-#[derive(Clone, Debug, Default)]
-pub struct Trace(Option<Arc<ServerSpan>>);
-
-/// The server span: its context (ids, sampled or not) and, when sampled,
-/// what is recorded until it ends.
-#[derive(Debug)]
-struct ServerSpan {
-    context: SpanContext,
-    /// The caller's span; invalid when it sent none.
-    parent: SpanId,
-    recording: Option<Mutex<Recording>>,
-}
-
-#[derive(Debug)]
-struct Recording {
-    method: Arc<Method>,
-    start: SystemTime,
-    shadow: bool,
-    request_id: Option<String>,
-    /// The sampler's, then the handlers' ([`Trace::set_attribute`]).
-    attributes: Vec<KeyValue>,
-    /// Set once the span has ended (and gone to the exporter).
-    ended: bool,
-}
-
-impl ServerSpan {
-    /// Ends the span (once), with the call's gRPC status when known, and
-    /// hands it to the exporter.
-    fn end(&self, code: Option<tonic::Code>) {
-        let (Some(recording), Some(recorder)) = (&self.recording, RECORDER.get()) else {
-            return;
-        };
-        let mut r = recording.lock().unwrap_or_else(PoisonError::into_inner);
-        if std::mem::replace(&mut r.ended, true) {
-            return;
+    /// The spans of one RPC, following the OpenTelemetry RPC conventions
+    /// (name `service/method`, kind server, `rpc.system`, `rpc.service`,
+    /// `rpc.method`, then `rpc.grpc.status_code`), parented by the caller's
+    /// trace context when it sent one (W3C or B3). Without export no
+    /// OpenTelemetry span is built; log lines still get ids, in the
+    /// caller's trace when it sent one.
+    pub fn server_span(&self, method: &Arc<Method>, headers: &HeaderMap, shadow: bool) -> RpcSpan {
+        let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok());
+        let log = tracing::info_span!(
+            target: LOG_TARGET,
+            "grpc.server",
+            rpc.service = &*method.service,
+            rpc.method = &*method.method,
+            rpc.grpc.status_code = Empty,
+            request_id,
+            engine = Empty,
+            variant = Empty,
+            shadow,
+        );
+        if log.is_disabled() && self.tracer.is_none() {
+            return RpcSpan {
+                log,
+                trace: Trace(None),
+            };
         }
-        let head = SpanHead {
-            context: &self.context,
-            parent: self.parent,
-            parent_is_remote: self.parent != SpanId::INVALID,
-            name: &r.method.full_name,
-            kind: SpanKind::Server,
-            start: r.start,
-            end: SystemTime::now(),
-        };
-        let status = match code {
-            Some(code) if is_server_error(code) => Status::error(""),
-            _ => Status::Unset,
-        };
-        recorder.sink.record(&recorder.scope, |buf| {
-            write_span(
-                buf,
-                &head,
-                |a: &mut Attributes<'_>| {
-                    a.str("rpc.system", "grpc");
-                    a.str("rpc.service", &r.method.service);
-                    a.str("rpc.method", &r.method.method);
-                    a.value("shadow", &r.shadow.into());
-                    if let Some(id) = &r.request_id {
-                        a.str("request_id", id);
-                    }
-                    a.all(&r.attributes);
-                    if let Some(code) = code {
-                        a.value("rpc.grpc.status_code", &(code as i64).into());
-                    }
-                },
-                &status,
-            );
+        let parent = self.remote_parent(headers);
+        let trace = self.tracer.as_ref().map(|tracer| {
+            let mut span = tracer
+                .span_builder(method.full_name.to_string())
+                .with_kind(SpanKind::Server)
+                .start_with_context(tracer, parent.as_ref().unwrap_or(&Context::new()));
+            if span.is_recording() {
+                span.set_attributes([
+                    KeyValue::new("rpc.system", "grpc"),
+                    // Shared with the method table: no copy per span.
+                    KeyValue::new("rpc.service", Arc::clone(&method.service)),
+                    KeyValue::new("rpc.method", Arc::clone(&method.method)),
+                    KeyValue::new("shadow", shadow),
+                ]);
+                if let Some(id) = request_id {
+                    span.set_attribute(KeyValue::new("request_id", id.to_owned()));
+                }
+            }
+            Arc::new(ServerSpan {
+                context: span.span_context().clone(),
+                tracer: tracer.clone(),
+                span: Mutex::new(span),
+            })
         });
+        if !log.is_disabled() {
+            let (trace_id, span_id) = match &trace {
+                Some(span) => (span.context.trace_id(), span.context.span_id()),
+                None => {
+                    // Ids for the log lines only, in the caller's trace
+                    // when it sent one.
+                    let ids = RandomIdGenerator::default();
+                    let trace_id = parent
+                        .as_ref()
+                        .map(|p| p.span().span_context().trace_id())
+                        .unwrap_or_else(|| ids.new_trace_id());
+                    (trace_id, ids.new_span_id())
+                }
+            };
+            log.with_subscriber(|(id, dispatch)| {
+                if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                    && let Some(data) = registry.span(id)
+                {
+                    data.extensions_mut().replace(LogIds { trace_id, span_id });
+                }
+            });
+        }
+        RpcSpan {
+            log,
+            trace: Trace(trace),
+        }
     }
 }
 
-impl Drop for ServerSpan {
-    /// A call dropped before its status (the client went away): the span
-    /// still ends, without a status code.
-    fn drop(&mut self) {
-        let ended = self
-            .recording
-            .as_mut()
-            .is_none_or(|r| r.get_mut().unwrap_or_else(PoisonError::into_inner).ended);
-        if !ended {
-            self.end(None);
-        }
+/// An RPC's trace: its server span, when spans are exported. Cheap to
+/// clone; the request carries it as an extension so handlers can add
+/// children and attributes.
+#[derive(Clone, Debug, Default)]
+pub struct Trace(Option<Arc<ServerSpan>>);
+
+/// The server span (recording or not) and the tracer its children come
+/// from.
+struct ServerSpan {
+    context: SpanContext,
+    tracer: SdkTracer,
+    span: Mutex<Span>,
+}
+
+impl std::fmt::Debug for ServerSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSpan")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSpan {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Span> {
+        self.span.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -198,56 +174,67 @@ impl Trace {
         self.0.is_some()
     }
 
-    /// The server span, when it is recorded (sampled).
-    fn recording(&self) -> Option<(&ServerSpan, &Mutex<Recording>)> {
-        let span = self.0.as_deref()?;
-        Some((span, span.recording.as_ref()?))
+    /// The server span, when it records (sampled).
+    fn recording(&self) -> Option<&ServerSpan> {
+        self.0.as_deref().filter(|s| s.context.is_sampled())
     }
 
     /// Sets an attribute of the server span. The attribute is only built
-    /// when the span is recorded: without an exporter, or for a call that
-    /// is not sampled, the call costs nothing.
+    /// when the span records: without export, or for a call that is not
+    /// sampled, the call costs nothing.
     pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
-        if let Some((_, recording)) = self.recording() {
-            let attribute = attribute();
-            let mut r = recording.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(old) = r.attributes.iter_mut().find(|kv| kv.key == attribute.key) {
-                *old = attribute;
-            } else {
-                r.attributes.push(attribute);
-            }
+        if let Some(server) = self.recording() {
+            server.lock().set_attribute(attribute());
         }
     }
 
     /// A child of the server span, started now and ended when dropped. Its
-    /// attributes are only built when it is recorded. A child is sampled
-    /// when its server span is: what the standard samplers decide for a
-    /// span whose parent is local.
+    /// attributes are only built when it records. A child is sampled when
+    /// its server span is (the parent-based samplers' rule for a local
+    /// parent).
     pub fn child(
         &self,
         name: &'static str,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> ChildSpan {
-        let (Some((server, _)), Some(recorder)) = (self.recording(), RECORDER.get()) else {
+        let Some(server) = self.recording() else {
             return ChildSpan(None);
         };
-        let parent = &server.context;
-        ChildSpan(Some(Child {
-            context: SpanContext::new(
-                parent.trace_id(),
-                recorder.ids.new_span_id(),
-                parent.trace_flags(),
-                false,
-                parent.trace_state().clone(),
-            ),
-            parent: parent.span_id(),
-            name,
-            start: SystemTime::now(),
-            attributes: attributes(),
-        }))
+        let parent = Context::new().with_remote_span_context(server.context.clone());
+        let span = server
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_attributes(attributes())
+            .start_with_context(&server.tracer, &parent);
+        ChildSpan(Some(span))
     }
 
-    /// The server span's context, to link other spans to it.
+    /// A span in a trace of its own (the sampler decides), linked to the
+    /// server span: work that runs after the reply (a dark-launch
+    /// candidate). Empty without export or when not sampled.
+    pub fn linked_root(
+        &self,
+        name: &'static str,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> ChildSpan {
+        let Some(server) = self.0.as_deref() else {
+            return ChildSpan(None);
+        };
+        let span = server
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_links(vec![Link::with_context(server.context.clone())])
+            .start_with_context(&server.tracer, &Context::new());
+        let mut span = ChildSpan(Some(span).filter(|s| s.is_recording()));
+        if let Some(s) = &mut span.0 {
+            s.set_attributes(attributes());
+        }
+        span
+    }
+
+    /// The server span's context.
     pub fn span_context(&self) -> Option<SpanContext> {
         self.0.as_ref().map(|span| span.context.clone())
     }
@@ -255,41 +242,35 @@ impl Trace {
     /// Ends the server span with the call's gRPC status. Server errors, as
     /// the RPC conventions list them, get the error status.
     fn finish(&self, code: tonic::Code) {
-        if let Some(span) = &self.0 {
-            span.end(Some(code));
+        if let Some(server) = &self.0 {
+            let mut span = server.lock();
+            if span.is_recording() {
+                span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+                if is_server_error(code) {
+                    span.set_status(Status::error(""));
+                }
+            }
+            span.end();
         }
     }
 }
 
-/// A child span of an RPC; ends when dropped. Empty when not recorded.
+/// A span that ends when dropped (a child of an RPC's server span, or a
+/// linked one). Empty when not recorded.
 #[must_use = "the span ends when dropped"]
-pub struct ChildSpan(Option<Child>);
+pub struct ChildSpan(Option<Span>);
 
-struct Child {
-    context: SpanContext,
-    parent: SpanId,
-    name: &'static str,
-    start: SystemTime,
-    attributes: Vec<KeyValue>,
-}
+impl ChildSpan {
+    /// Sets an attribute (built only when the span records).
+    pub fn set_attribute(&mut self, attribute: impl FnOnce() -> KeyValue) {
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(attribute());
+        }
+    }
 
-impl Drop for ChildSpan {
-    fn drop(&mut self) {
-        let (Some(child), Some(recorder)) = (&self.0, RECORDER.get()) else {
-            return;
-        };
-        let head = SpanHead {
-            context: &child.context,
-            parent: child.parent,
-            parent_is_remote: false,
-            name: child.name,
-            kind: SpanKind::Internal,
-            start: child.start,
-            end: SystemTime::now(),
-        };
-        recorder.sink.record(&recorder.scope, |buf| {
-            write_span(buf, &head, |a| a.all(&child.attributes), &Status::Unset);
-        });
+    /// Whether the span records.
+    pub fn is_recording(&self) -> bool {
+        self.0.is_some()
     }
 }
 
@@ -320,123 +301,4 @@ fn is_server_error(code: tonic::Code) -> bool {
         code,
         Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
     )
-}
-
-/// The spans of one RPC, following the OpenTelemetry RPC conventions
-/// (name `service/method`, kind server, `rpc.system`, `rpc.service`,
-/// `rpc.method`, then `rpc.grpc.status_code`), parented by the caller's
-/// trace context when it sent one (W3C or B3). Without an exporter no
-/// OpenTelemetry span is built; log lines still get ids, in the caller's
-/// trace when it sent one.
-pub fn server_span(method: &Arc<Method>, headers: &HeaderMap, shadow: bool) -> RpcSpan {
-    let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok());
-    let log = tracing::info_span!(
-        target: LOG_TARGET,
-        "grpc.server",
-        rpc.service = &*method.service,
-        rpc.method = &*method.method,
-        rpc.grpc.status_code = Empty,
-        request_id,
-        engine = Empty,
-        variant = Empty,
-        shadow,
-    );
-    let recorder = RECORDER.get();
-    if log.is_disabled() && recorder.is_none() {
-        return RpcSpan {
-            log,
-            trace: Trace(None),
-        };
-    }
-    let parent = remote_parent(headers);
-    let trace = recorder.map(|recorder| {
-        Arc::new(start_server_span(
-            recorder,
-            method,
-            parent.as_ref(),
-            shadow,
-            request_id,
-        ))
-    });
-    if !log.is_disabled() {
-        let (trace_id, span_id) = match &trace {
-            Some(span) => (span.context.trace_id(), span.context.span_id()),
-            None => {
-                // Ids for the log lines only, in the caller's trace when it
-                // sent one.
-                let ids = RandomIdGenerator::default();
-                let trace_id = parent
-                    .as_ref()
-                    .map(|p| p.span().span_context().trace_id())
-                    .unwrap_or_else(|| ids.new_trace_id());
-                (trace_id, ids.new_span_id())
-            }
-        };
-        log.with_subscriber(|(id, dispatch)| {
-            if let Some(registry) = dispatch.downcast_ref::<Registry>()
-                && let Some(data) = registry.span(id)
-            {
-                data.extensions_mut().replace(LogIds { trace_id, span_id });
-            }
-        });
-    }
-    RpcSpan {
-        log,
-        trace: Trace(trace),
-    }
-}
-
-/// Starts the server span as the SDK's tracer would: the caller's trace
-/// and flags when it sent a parent, a new trace otherwise, and the
-/// sampler's decision. A span the sampler only records (`RecordOnly`) is
-/// not kept: nothing but the exporter reads spans, and it takes sampled
-/// ones only.
-fn start_server_span(
-    recorder: &Recorder,
-    method: &Arc<Method>,
-    parent: Option<&Context>,
-    shadow: bool,
-    request_id: Option<&str>,
-) -> ServerSpan {
-    let parent_span = parent.map(|cx| cx.span().span_context().clone());
-    let (trace_id, flags, parent_id) = match &parent_span {
-        Some(p) => (p.trace_id(), p.trace_flags(), p.span_id()),
-        None => (
-            recorder.ids.new_trace_id(),
-            TraceFlags::default(),
-            SpanId::INVALID,
-        ),
-    };
-    // The standard samplers read neither the attributes nor the links.
-    let result = recorder.sampler.should_sample(
-        parent,
-        trace_id,
-        &method.full_name,
-        &SpanKind::Server,
-        &[],
-        &[],
-    );
-    let sampled = result.decision == SamplingDecision::RecordAndSample;
-    let context = SpanContext::new(
-        trace_id,
-        recorder.ids.new_span_id(),
-        flags.with_sampled(sampled),
-        false,
-        result.trace_state,
-    );
-    let recording = sampled.then(|| {
-        Mutex::new(Recording {
-            method: Arc::clone(method),
-            start: SystemTime::now(),
-            shadow,
-            request_id: request_id.map(str::to_owned),
-            attributes: result.attributes,
-            ended: false,
-        })
-    });
-    ServerSpan {
-        context,
-        parent: parent_id,
-        recording,
-    }
 }

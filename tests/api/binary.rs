@@ -182,11 +182,44 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
             "--config",
         ),
         (vec!["--config", &bad_yaml], vec![], "bad.yaml"),
-        // Trace export: no TLS in this build, and the exporter's variables.
+        // Trace export: the exporter's variables, from the specification.
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            vec![],
+            vec![("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")],
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ),
+        (
+            vec!["--otlp-endpoint", "https://collector:4318"],
+            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
+            "https",
+        ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_TRACES_SAMPLER", "sometimes")],
+            "OTEL_TRACES_SAMPLER",
+        ),
+        (
+            vec![],
+            vec![
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")],
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ),
         (
             vec!["--otlp-endpoint", "https://collector:4317"],
-            vec![],
-            "https",
+            vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
         ),
         (
             vec!["--otlp-endpoint", "http://collector:4317"],

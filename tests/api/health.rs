@@ -160,6 +160,7 @@ fn liveness_fails_when_the_runtime_stalls_and_recovers_after() {
         Application::build_with_loader(
             settings(&[("health.liveness_stall_threshold", "0.3")]),
             Arc::new(RealEngines),
+            switchyard::telemetry::Tracing::default(),
         )
         .await
         .expect("builds")

@@ -18,6 +18,7 @@ use switchyard::grpc::pb::detector_client::DetectorClient;
 use switchyard::health::HealthState;
 use switchyard::shutdown::{DrainOutcome, StopSignal};
 use switchyard::startup::{Application, StartupError};
+use switchyard::telemetry::Tracing;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -27,6 +28,14 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// Settings for tests: loopback, port 0, a short drain, plus `extra` flags.
 pub fn settings(extra: &[(&'static str, &str)]) -> Settings {
+    settings_in(&[], extra).expect("test settings are valid")
+}
+
+/// [`settings`] with an injected environment (`OTEL_*`, ...).
+pub fn settings_in(
+    env: &[(&str, &str)],
+    extra: &[(&'static str, &str)],
+) -> Result<Settings, switchyard::configuration::ConfigError> {
     let mut values = vec![
         ("server.grpc_addr", "127.0.0.1:0".to_owned()),
         ("server.admin_addr", "127.0.0.1:0".to_owned()),
@@ -35,14 +44,17 @@ pub fn settings(extra: &[(&'static str, &str)]) -> Settings {
         ("deployment.pod", "test-pod".to_owned()),
     ];
     values.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Settings::load(
-        &Default::default(),
+        &env,
         &Overrides {
             config_file: None,
             values,
         },
     )
-    .expect("test settings are valid")
 }
 
 /// A running replica and the levers a test needs.
@@ -73,7 +85,16 @@ impl TestApp {
 
     /// Any settings and loader; does not wait for readiness.
     pub async fn spawn_with(settings: Settings, loader: Arc<dyn EngineLoader>) -> Self {
-        let app = Application::build_with_loader(settings, loader)
+        Self::spawn_traced(settings, loader, Tracing::default()).await
+    }
+
+    /// Like [`TestApp::spawn_with`], exporting spans through `tracing`.
+    pub async fn spawn_traced(
+        settings: Settings,
+        loader: Arc<dyn EngineLoader>,
+        tracing: Tracing,
+    ) -> Self {
+        let app = Application::build_with_loader(settings, loader, tracing)
             .await
             .expect("application builds");
         let (grpc_addr, admin_addr, health) = (app.grpc_addr(), app.admin_addr(), app.health());

@@ -39,4 +39,5 @@ mod shadow;
 mod smoke;
 mod tools;
 mod tracing;
+mod tracing_export;
 mod watch;

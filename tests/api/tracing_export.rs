@@ -1,0 +1,668 @@
+//! Trace export through the maintained OTLP exporter, in process: each
+//! application is handed its own trace pipeline (`Tracing`), so two apps
+//! export to two collectors in one process; TLS with a self-signed CA,
+//! gzip, OTLP/HTTP, a collector that refuses then accepts (retried,
+//! nothing lost), and collectors that misbehave (down, refusing,
+//! black-holed) while the service keeps serving.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use switchyard::engine::RealEngines;
+use switchyard::grpc::pb;
+use switchyard::grpc::pb::detector_client::DetectorClient;
+use switchyard::telemetry::{TelemetryGuard, Tracing};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+use crate::helpers::{TestApp, http_get, settings_in};
+use crate::process::Server;
+
+const PARENT: &str = "b7ad6b7169203331";
+const DETECT: &str = "switchyard.v1.Detector/Detect";
+
+/// An OTLP/gRPC collector: records every export; refuses (UNAVAILABLE,
+/// which the specification says to retry) the first `refuse` calls.
+#[derive(Clone, Default)]
+struct Collector(Arc<CollectorState>);
+
+#[derive(Default)]
+struct CollectorState {
+    requests: Mutex<Vec<ExportTraceServiceRequest>>,
+    refuse: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let refuse = self
+            .0
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            self.0.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(tonic::Status::unavailable("not now"));
+        }
+        self.0
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    fn refusing(calls: usize) -> Self {
+        let collector = Self::default();
+        collector.0.refuse.store(calls, Ordering::SeqCst);
+        collector
+    }
+
+    /// Serves on 127.0.0.1 (port 0) for the rest of the test, with TLS
+    /// and accepting gzip when asked.
+    async fn serve(&self, tls: Option<ServerTlsConfig>, gzip: bool) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut service = TraceServiceServer::new(self.clone());
+        if gzip {
+            service = service.accept_compressed(CompressionEncoding::Gzip);
+        }
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("server TLS");
+        }
+        tokio::spawn(
+            server
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    fn spans(&self) -> Vec<(BTreeMap<String, String>, Span)> {
+        spans_of(
+            &self
+                .0
+                .requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn refused(&self) -> usize {
+        self.0.refused.load(Ordering::SeqCst)
+    }
+}
+
+/// Every span of `requests`, with its resource's string attributes.
+fn spans_of(requests: &[ExportTraceServiceRequest]) -> Vec<(BTreeMap<String, String>, Span)> {
+    let mut out = Vec::new();
+    for request in requests {
+        for resource_spans in &request.resource_spans {
+            let resource: BTreeMap<String, String> = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some((kv.key.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect();
+            for scope in &resource_spans.scope_spans {
+                for span in &scope.spans {
+                    out.push((resource.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A distinct, valid trace id.
+fn trace_id(n: usize) -> String {
+    format!("{:032x}", 0x5eed_0000_0000 + n)
+}
+
+/// An application with its own trace pipeline.
+struct Traced {
+    app: TestApp,
+    tracing: Tracing,
+    guard: TelemetryGuard,
+}
+
+impl Traced {
+    /// The test settings with `env` injected (no process environment).
+    async fn spawn(env: &[(&str, &str)]) -> Self {
+        let settings = settings_in(env, &[]).expect("valid settings");
+        let (tracing, guard) = Tracing::new(&settings).expect("trace pipeline");
+        assert!(guard.exporting(), "an endpoint is configured");
+        let app = TestApp::spawn_traced(settings, Arc::new(RealEngines), tracing.clone())
+            .await
+            .ready()
+            .await;
+        Self {
+            app,
+            tracing,
+            guard,
+        }
+    }
+
+    /// One sampled Detect call in trace `trace`.
+    async fn detect(&self, trace: &str) {
+        let mut request = tonic::Request::new(pb::DetectRequest {
+            text: "A perfectly ordinary English sentence".into(),
+        });
+        request.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace}-{PARENT}-01").parse().expect("ascii"),
+        );
+        self.app
+            .detector()
+            .await
+            .detect(request)
+            .await
+            .expect("Detect succeeds");
+    }
+
+    /// Drains the application (every call has ended, and so has its server
+    /// span, which ends after the reply's trailers), flushes the last spans
+    /// (the provider's shutdown, as at the end of the drain) and returns the
+    /// export counters: (spans exported, failed batches).
+    async fn flush(self) -> (u64, u64) {
+        let Traced {
+            app,
+            tracing,
+            guard,
+        } = self;
+        app.signal().await;
+        app.outcome().await;
+        tokio::task::spawn_blocking(move || guard.shutdown())
+            .await
+            .expect("flush");
+        let counters = tracing.counters();
+        (counters.exported.get(), counters.failures.get())
+    }
+}
+
+/// The names of the spans of trace `trace`, sorted.
+fn names_in(spans: &[(BTreeMap<String, String>, Span)], trace: &str) -> Vec<String> {
+    let mut names: Vec<String> = spans
+        .iter()
+        .filter(|(_, s)| hex(&s.trace_id) == trace)
+        .map(|(_, s)| s.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A call's three spans.
+fn three_spans() -> Vec<String> {
+    let mut names = vec![
+        DETECT.to_owned(),
+        "engine.detect".to_owned(),
+        "flags.evaluate".to_owned(),
+    ];
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_applications_in_one_process_export_to_their_own_collectors() {
+    let (a, b) = (Collector::default(), Collector::default());
+    let a_endpoint = format!("http://{}", a.serve(None, false).await);
+    let b_endpoint = format!("http://{}", b.serve(None, false).await);
+    let app_a = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &a_endpoint),
+        ("OTEL_SERVICE_NAME", "app-a"),
+    ])
+    .await;
+    let app_b = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &b_endpoint),
+        ("OTEL_SERVICE_NAME", "app-b"),
+    ])
+    .await;
+    let (trace_a, trace_b) = (trace_id(1), trace_id(2));
+    app_a.detect(&trace_a).await;
+    app_b.detect(&trace_b).await;
+    // Nothing is sent before the batch delay (5 s); the flush sends it.
+    assert!(a.spans().is_empty() && b.spans().is_empty());
+    assert_eq!(app_a.flush().await, (3, 0));
+    assert_eq!(app_b.flush().await, (3, 0));
+
+    for (collector, mine, other, service) in [
+        (&a, &trace_a, &trace_b, "app-a"),
+        (&b, &trace_b, &trace_a, "app-b"),
+    ] {
+        let spans = collector.spans();
+        assert_eq!(names_in(&spans, mine), three_spans(), "{service}");
+        assert!(
+            names_in(&spans, other).is_empty(),
+            "{service} got the other app's spans"
+        );
+        assert!(
+            spans
+                .iter()
+                .all(|(r, _)| r.get("service.name").map(String::as_str) == Some(service)),
+            "{service}'s resource"
+        );
+        let (_, server) = spans
+            .iter()
+            .find(|(_, s)| s.name == DETECT)
+            .expect("server span");
+        assert_eq!(hex(&server.parent_span_id), PARENT);
+        for (_, child) in spans.iter().filter(|(_, s)| s.name != DETECT) {
+            assert_eq!(
+                child.parent_span_id, server.span_id,
+                "{}'s parent",
+                child.name
+            );
+        }
+    }
+}
+
+/// A CA and a `localhost` certificate it signed: (the CA's PEM file, the
+/// server's TLS configuration).
+fn certificates(dir: &Path) -> (PathBuf, ServerTlsConfig) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "switchyard test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .expect("server certificate");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
+    let identity = Identity::from_pem(cert.pem(), key.serialize_pem());
+    (ca_path, ServerTlsConfig::new().identity(identity))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_over_tls_to_a_collector_whose_ca_is_configured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, tls) = certificates(dir.path());
+    let collector = Collector::default();
+    let port = collector.serve(Some(tls), false).await.port();
+    let endpoint = format!("https://localhost:{port}");
+
+    // Control: the same collector without its CA is not trusted.
+    let untrusted = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    untrusted.detect(&trace_id(10)).await;
+    let (exported, failures) = untrusted.flush().await;
+    assert_eq!(exported, 0);
+    assert!(failures >= 1, "an untrusted collector must fail the export");
+    assert!(collector.spans().is_empty());
+
+    let trusted = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ca.to_str().expect("utf-8"),
+        ),
+    ])
+    .await;
+    let trace = trace_id(11);
+    trusted.detect(&trace).await;
+    assert_eq!(trusted.flush().await, (3, 0));
+    assert_eq!(names_in(&collector.spans(), &trace), three_spans());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compression_is_sent_when_configured() {
+    let gzip = Collector::default();
+    let gzip_endpoint = format!("http://{}", gzip.serve(None, true).await);
+    let plain = Collector::default();
+    let plain_endpoint = format!("http://{}", plain.serve(None, false).await);
+
+    // A collector that does not accept gzip rejects the compressed export
+    // (so the export really is compressed)...
+    let compressed = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &plain_endpoint),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    ])
+    .await;
+    compressed.detect(&trace_id(20)).await;
+    let (exported, failures) = compressed.flush().await;
+    assert_eq!((exported, failures), (0, 1), "gzip to a plain collector");
+    assert!(plain.spans().is_empty());
+    // ...and takes an uncompressed one (the control).
+    let uncompressed = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &plain_endpoint)]).await;
+    uncompressed.detect(&trace_id(21)).await;
+    assert_eq!(uncompressed.flush().await, (3, 0));
+    assert_eq!(names_in(&plain.spans(), &trace_id(21)), three_spans());
+
+    let compressed = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &gzip_endpoint),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+    ])
+    .await;
+    compressed.detect(&trace_id(22)).await;
+    assert_eq!(compressed.flush().await, (3, 0));
+    assert_eq!(names_in(&gzip.spans(), &trace_id(22)), three_spans());
+}
+
+/// An OTLP/HTTP collector (`POST /v1/traces`, protobuf bodies).
+#[derive(Clone, Default)]
+struct HttpCollector(Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>);
+
+impl HttpCollector {
+    async fn serve(&self) -> SocketAddr {
+        let seen = self.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                        return (http::StatusCode::BAD_REQUEST, Vec::new());
+                    };
+                    let content_type = headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    seen.0
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((content_type, request));
+                    (
+                        http::StatusCode::OK,
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn requests(&self) -> Vec<(String, ExportTraceServiceRequest)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_otlp_http_protobuf_when_the_protocol_says_so() {
+    let collector = HttpCollector::default();
+    // The general endpoint is a base URL: `/v1/traces` is appended.
+    let endpoint = format!("http://{}", collector.serve().await);
+
+    // Control: without the protocol variable the export is gRPC, which an
+    // HTTP/1.1 collector cannot take.
+    let grpc = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    grpc.detect(&trace_id(30)).await;
+    let (exported, failures) = grpc.flush().await;
+    assert_eq!(exported, 0);
+    assert!(failures >= 1);
+    assert!(collector.requests().is_empty());
+
+    let http = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "over-http"),
+    ])
+    .await;
+    let trace = trace_id(31);
+    http.detect(&trace).await;
+    assert_eq!(http.flush().await, (3, 0));
+    let requests = collector.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|(content_type, _)| content_type == "application/x-protobuf"),
+        "{:?}",
+        requests.iter().map(|(c, _)| c).collect::<Vec<_>>()
+    );
+    let bodies: Vec<_> = requests.into_iter().map(|(_, r)| r).collect();
+    let spans = spans_of(&bodies);
+    assert_eq!(names_in(&spans, &trace), three_spans());
+    assert!(
+        spans
+            .iter()
+            .all(|(r, _)| r.get("service.name").map(String::as_str) == Some("over-http"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_refuses_then_accepts_gets_every_span() {
+    // UNAVAILABLE twice: the exporter retries with backoff (100 ms, then
+    // 200 ms, with jitter) within its timeout.
+    let collector = Collector::refusing(2);
+    let endpoint = format!("http://{}", collector.serve(None, false).await);
+    let app = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    let calls = 20;
+    for n in 0..calls {
+        app.detect(&trace_id(100 + n)).await;
+    }
+    let (exported, failures) = app.flush().await;
+    assert_eq!(collector.refused(), 2, "the collector refused twice");
+    assert_eq!(failures, 0, "retried, not failed");
+    assert_eq!(exported, 3 * calls as u64);
+    let spans = collector.spans();
+    for n in 0..calls {
+        assert_eq!(
+            names_in(&spans, &trace_id(100 + n)),
+            three_spans(),
+            "call {n}"
+        );
+    }
+
+    // Control: a collector that never accepts gets nothing and the failure
+    // is counted.
+    let never = Collector::refusing(usize::MAX);
+    let endpoint = format!("http://{}", never.serve(None, false).await);
+    let app = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+    ])
+    .await;
+    app.detect(&trace_id(200)).await;
+    assert_eq!(app.flush().await, (0, 1));
+    assert!(never.refused() >= 2, "retried before giving up");
+    assert!(never.spans().is_empty());
+}
+
+/// A TCP listener that accepts connections and never answers.
+async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// `name`'s value in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Sequential Detect calls for at least `at_least`, and until `done`
+/// holds (at most 60 s): each call's latency.
+async fn calls_for(server: &Server, at_least: Duration, done: impl AsyncCheck) -> Vec<Duration> {
+    let mut client = DetectorClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    loop {
+        for _ in 0..20 {
+            let t = Instant::now();
+            client
+                .detect(pb::DetectRequest {
+                    text: "A perfectly ordinary English sentence".into(),
+                })
+                .await
+                .expect("every call succeeds while the collector misbehaves");
+            latencies.push(t.elapsed());
+        }
+        if started.elapsed() >= at_least && done.check(server).await {
+            return latencies;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not done in 60 s"
+        );
+    }
+}
+
+/// A condition checked against a server between rounds of calls.
+trait AsyncCheck {
+    async fn check(&self, server: &Server) -> bool;
+}
+
+/// Always done.
+struct Always;
+
+impl AsyncCheck for Always {
+    async fn check(&self, _: &Server) -> bool {
+        true
+    }
+}
+
+/// Done once the export-failure counter reaches `.0`.
+struct Failures(f64);
+
+impl AsyncCheck for Failures {
+    async fn check(&self, server: &Server) -> bool {
+        failures(server).await >= self.0
+    }
+}
+
+async fn failures(server: &Server) -> f64 {
+    let (status, text) = http_get(server.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    metric(&text, "switchyard_trace_export_failures_total")
+        .expect("the export-failure counter is exposed")
+}
+
+fn percentile(latencies: &[Duration], p: f64) -> Duration {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+const FAILURE_LINE: &str = "trace export failed; the batch is dropped";
+
+/// Issue 16: a collector that is down, refuses, or accepts connections
+/// and never answers costs the calls nothing: every call succeeds with the
+/// latency of a replica that does not export, the failures are counted,
+/// and the failure log lines are bounded (one per 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_collector_costs_the_calls_nothing() {
+    let started = Instant::now();
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let refusing = Collector::refusing(usize::MAX);
+    let refusing_addr = refusing.serve(None, false).await;
+    let hole = black_hole().await;
+    // Batches every 20 ms, one second per export: a request that waited
+    // for an export would take a second.
+    let start = |addr: Option<SocketAddr>| {
+        let endpoint = addr.map(|a| format!("http://{a}"));
+        let mut env = vec![
+            ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1024".to_owned()),
+        ];
+        if let Some(endpoint) = endpoint {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Server::start_with_env(&["--drain-delay", "0"], &env)
+    };
+    let control = start(None);
+    let servers = [
+        ("down", start(Some(down))),
+        ("refusing", start(Some(refusing_addr))),
+        ("black-holed", start(Some(hole))),
+    ];
+    control.wait_ready().await;
+    for (_, server) in &servers {
+        server.wait_ready().await;
+    }
+    assert_eq!(failures(&control).await, 0.0, "the control exports nothing");
+
+    let run = Duration::from_secs(3);
+    let (control_latencies, results) = tokio::join!(
+        calls_for(&control, run, Always),
+        futures::future::join_all(servers.iter().map(|(_, server)| calls_for(
+            server,
+            run,
+            Failures(3.0)
+        ))),
+    );
+    let control_p50 = percentile(&control_latencies, 0.5);
+    for ((name, server), latencies) in servers.iter().zip(results) {
+        let p50 = percentile(&latencies, 0.5);
+        let max = percentile(&latencies, 1.0);
+        assert!(
+            p50 <= control_p50 * 3 + Duration::from_millis(5),
+            "{name}: median {p50:?} against {control_p50:?} without export"
+        );
+        assert!(
+            max < Duration::from_millis(1000),
+            "{name}: a call took {max:?}, as long as an export"
+        );
+        let failed = failures(server).await;
+        assert!(failed >= 3.0, "{name}: {failed} failures counted");
+        let lines = server
+            .log()
+            .iter()
+            .filter(|l| l["message"] == FAILURE_LINE)
+            .count() as u64;
+        let allowed = 1 + started.elapsed().as_secs() / 10;
+        assert!(
+            (1..=allowed).contains(&lines),
+            "{name}: {lines} failure lines for {failed} failures in {:?}",
+            started.elapsed()
+        );
+    }
+}
