@@ -21,7 +21,7 @@
 //!   every engine's [`Engine::warm_up`] before readiness turns SERVING.
 //! - **USE.** Busy time per engine and executor (against the threads that
 //!   can run it), queue depth, waiting calls, and calls abandoned or failed,
-//!   all read at scrape time by [`ExecutionCollector`].
+//!   all read at scrape time by its own collector.
 //!
 //! The measurements behind these choices are in BENCHMARKS.md, "Execution
 //! model".
