@@ -17,16 +17,9 @@ use crate::health::HealthState;
 
 const EVALUATE_FLAGS: &str = "switchyard.v1.Admin/EvaluateFlags";
 
-/// The Admin service.
+/// The Admin service: reports what its sources say.
 pub struct AdminService {
-    settings: Arc<Settings>,
-    health: HealthState,
-    detection: Arc<DetectionService>,
-    flags: Arc<FlagStore>,
-    dark: Arc<DarkLauncher>,
-    /// Detect calls and DetectStream messages received.
-    traffic: Received,
-    started: Instant,
+    sources: AdminSources,
 }
 
 /// What GetInfo and EvaluateFlags read, each from its owner.
@@ -46,24 +39,7 @@ pub struct AdminSources {
 impl AdminService {
     /// Reports what `sources` say.
     pub fn new(sources: AdminSources) -> Self {
-        let AdminSources {
-            settings,
-            health,
-            detection,
-            flags,
-            dark,
-            traffic,
-            started,
-        } = sources;
-        Self {
-            settings,
-            health,
-            detection,
-            flags,
-            dark,
-            traffic,
-            started,
-        }
+        Self { sources }
     }
 }
 
@@ -75,6 +51,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::Info>, Status> {
         let languages: Vec<String> = Language::ALL.iter().map(|l| l.code().to_owned()).collect();
         let engines = self
+            .sources
             .detection
             .engines()
             .map(|engines| {
@@ -91,22 +68,22 @@ impl pb::admin_server::Admin for AdminService {
             })
             .unwrap_or_default();
         Ok(Response::new(pb::Info {
-            version: self.settings.deployment.version.clone(),
+            version: self.sources.settings.deployment.version.clone(),
             build_version: crate::VERSION.to_owned(),
             git_commit: crate::GIT_COMMIT.to_owned(),
-            track: self.settings.deployment.track.as_str().to_owned(),
-            pod: self.settings.deployment.pod.clone(),
-            namespace: self.settings.deployment.namespace.clone(),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            track: self.sources.settings.deployment.track.as_str().to_owned(),
+            pod: self.sources.settings.deployment.pod.clone(),
+            namespace: self.sources.settings.deployment.namespace.clone(),
+            uptime_seconds: self.sources.started.elapsed().as_secs_f64(),
             engines,
-            health: self.health.snapshot().into_iter().collect(),
-            effective_config_json: self.settings.to_json(),
-            draining: self.health.is_draining(),
+            health: self.sources.health.snapshot().into_iter().collect(),
+            effective_config_json: self.sources.settings.to_json(),
+            draining: self.sources.health.is_draining(),
             flags: Some(self.flags_info()),
             dark_launch: Some(self.dark_launch_info()),
             traffic: Some(pb::TrafficInfo {
-                requests: self.traffic.real(),
-                shadow: self.traffic.shadow(),
+                requests: self.sources.traffic.real(),
+                shadow: self.sources.traffic.shadow(),
             }),
         }))
     }
@@ -115,7 +92,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::EvaluateFlagsRequest>,
     ) -> Result<Response<pb::EvaluateFlagsResponse>, Status> {
-        let headers = self.settings.flags.headers();
+        let headers = self.sources.settings.flags.headers();
         let from_metadata = super::detector::context(request.metadata(), EVALUATE_FLAGS, &headers);
         let ctx = match request.into_inner().context {
             Some(given) => {
@@ -127,9 +104,9 @@ impl pb::admin_server::Admin for AdminService {
                 let key = Some(given.targeting_key).filter(|k| !k.is_empty());
                 flags::Context::new(key.as_deref(), attributes)
             }
-            None => self.detection.flag_context(&from_metadata),
+            None => self.sources.detection.flag_context(&from_metadata),
         };
-        let set = self.flags.current();
+        let set = self.sources.flags.current();
         let flags = set
             .keys()
             .into_iter()
@@ -154,7 +131,7 @@ impl pb::admin_server::Admin for AdminService {
 
 impl AdminService {
     fn flags_info(&self) -> pb::FlagsInfo {
-        let store = &self.flags;
+        let store = &self.sources.flags;
         let status = store.status();
         pb::FlagsInfo {
             source: status.source,
@@ -163,7 +140,7 @@ impl AdminService {
             last_error: status.last_error.unwrap_or_default(),
             reloads_ok: status.reloads_ok,
             reloads_failed: status.reloads_failed,
-            evaluation_errors: self.detection.flag_errors().get(),
+            evaluation_errors: self.sources.detection.flag_errors().get(),
             keys: store
                 .current()
                 .keys()
@@ -174,7 +151,7 @@ impl AdminService {
     }
 
     fn dark_launch_info(&self) -> pb::DarkLaunchInfo {
-        let c = self.dark.stats().counts();
+        let c = self.sources.dark.stats().counts();
         let compared = c.matched + c.mismatched;
         let mean = |micros: u64| {
             if compared == 0 {

@@ -70,11 +70,6 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes and shuts down the trace provider, bounded by a deadline.
     /// Blocking: call it off the async runtime (`spawn_blocking`).
     pub fn shutdown(self) {

@@ -160,7 +160,7 @@ impl Traced {
     async fn spawn(env: &[(&str, &str)]) -> Self {
         let settings = settings_in(env, &[]).expect("valid settings");
         let (tracing, guard) = Tracing::new(&settings).expect("trace pipeline");
-        assert!(guard.exporting(), "an endpoint is configured");
+        assert!(tracing.exporting(), "an endpoint is configured");
         let app = TestApp::spawn_traced(settings, Arc::new(RealEngines), tracing.clone())
             .await
             .ready()
