@@ -62,8 +62,9 @@ pub enum StartupError {
     Serve(String),
 }
 
-/// The gRPC service the listener serves: every route behind the edge.
-pub type GrpcService = Edge<tonic::service::Routes>;
+/// The service the gRPC listener serves: every route behind the edge (one
+/// [`crate::grpc::serve::GrpcService`]).
+pub type EdgeService = Edge<tonic::service::Routes>;
 
 /// A bound, not yet serving, Switchyard replica: the whole graph, built.
 pub struct Application {
@@ -73,7 +74,7 @@ pub struct Application {
     admin_addr: SocketAddr,
     health: HealthState,
     /// Every route behind the edge.
-    service: GrpcService,
+    service: EdgeService,
     /// The drain's handles on serving (listener, streams).
     serving: ServingHandles,
     /// Cancelled when the drain is over: the background tasks stop.
@@ -280,7 +281,7 @@ impl Application {
 
     /// The gRPC service the listener serves (every route behind the edge),
     /// for driving the request path without a socket (the fuzzer does).
-    pub fn grpc_service(&self) -> GrpcService {
+    pub fn grpc_service(&self) -> EdgeService {
         self.service.clone()
     }
 

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use switchyard::configuration::{Overrides, Settings};
-use switchyard::startup::{Application, GrpcService};
+use switchyard::startup::{Application, EdgeService};
 use switchyard::telemetry::Tracing;
 use tower::ServiceExt;
 
@@ -38,7 +38,7 @@ const PATHS: [&str; 8] = [
 
 struct Served {
     runtime: tokio::runtime::Runtime,
-    service: GrpcService,
+    service: EdgeService,
 }
 
 static SERVED: LazyLock<Served> = LazyLock::new(|| {

@@ -2,8 +2,10 @@
 //!
 //! Nothing here knows about protobuf; the gRPC edge converts to and from
 //! these types and maps [`DetectError`] to a status in exactly one place.
-//! Nothing here writes a metric, a log line or a span attribute either:
-//! [`record::Recorder`] owns those and is told what happened.
+//! Nothing here writes a metric, a log field or a server-span attribute
+//! either: [`record::Recorder`] owns those and is told what happened. The
+//! two child spans (`flags.evaluate`, `engine.detect`) are opened here,
+//! around the work they time.
 
 mod record;
 
