@@ -342,17 +342,26 @@ impl Worker {
                 .recv();
             let Ok(job) = next else { return };
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            let kind = job.engine.kind();
-            if job.reply.is_closed() {
+            let Job {
+                engine,
+                text,
+                _permit: permit,
+                _span: span,
+                reply,
+            } = job;
+            let kind = engine.kind();
+            if reply.is_closed() {
                 // The caller has gone: its deadline passed while queued.
                 self.stats.abandoned[kind.index()].fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let started = Instant::now();
-            let answer =
-                std::panic::catch_unwind(AssertUnwindSafe(|| job.engine.detect(&job.text)));
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| engine.detect(&text)));
             self.stats.ran(kind, Place::Pool, started.elapsed());
-            if job.reply.send(answer).is_err() {
+            // Slot and span end before the caller hears back, so a caller
+            // that has its answer never sees its own call still in use.
+            drop((permit, span));
+            if reply.send(answer).is_err() {
                 self.stats.abandoned[kind.index()].fetch_add(1, Ordering::Relaxed);
             }
         }
