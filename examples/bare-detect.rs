@@ -4,7 +4,7 @@
 //! task, and nothing else: no health service, flags, metrics, spans, logs,
 //! limits or pool. The engine is warmed up before the server listens, like
 //! Switchyard's before readiness. Same runtime and TCP_NODELAY as
-//! Switchyard.
+//! Switchyard, and the same allocator (jemalloc).
 //!
 //! Run: `cargo run --release --example bare-detect -- 127.0.0.1:PORT whatlang|lingua`
 //! (port 0 picks one; the bound address is printed on stdout).
@@ -16,6 +16,12 @@ use switchyard::engine::{Engine, EngineKind, LinguaEngine, WhatlangEngine};
 use switchyard::grpc::pb;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
+
+/// The same allocator as the `switchyard` binary, so the comparison
+/// measures the layers, not the allocator.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct Bare {
     engine: Arc<dyn Engine>,

@@ -1,7 +1,8 @@
 //! The baseline for `scripts/bench overhead`: a bare tonic server that
 //! serves only `grpc.health.v1.Health` (tonic-health, `""` SERVING), with
 //! the same transport settings as Switchyard (multi-thread runtime,
-//! TCP_NODELAY) and nothing else: no edge layer, metrics, spans or logs.
+//! TCP_NODELAY, jemalloc) and nothing else: no edge layer, metrics, spans or
+//! logs.
 //!
 //! Run: `cargo run --release --example bare-health -- 127.0.0.1:PORT`
 //! (port 0 picks one; the bound address is printed on stdout).
@@ -10,6 +11,12 @@ use std::net::SocketAddr;
 
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+
+/// The same allocator as the `switchyard` binary, so the comparison
+/// measures the layers, not the allocator.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,6 +3,12 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+
+/// jemalloc (see `Cargo.toml` and BENCHMARKS.md section 4 for why).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use switchyard::cli::{Cli, Command, ServeArgs};
 use switchyard::exit::{Exit, fail};
 use switchyard::startup::{Application, StartupError};
