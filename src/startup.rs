@@ -210,7 +210,7 @@ impl Application {
                     Arc::clone(&detection),
                     serving.end_streams.clone(),
                     serving.streams.clone(),
-                    settings.flags.headers(),
+                    &settings.flags.headers(),
                 ))
                 .max_decoding_message_size(max_message),
             )

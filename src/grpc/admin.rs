@@ -92,7 +92,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::EvaluateFlagsRequest>,
     ) -> Result<Response<pb::EvaluateFlagsResponse>, Status> {
-        let headers = self.sources.settings.flags.headers();
+        let headers = super::detector::ContextHeaders::new(&self.sources.settings.flags.headers());
         let from_metadata = super::detector::context(request.metadata(), EVALUATE_FLAGS, &headers);
         let ctx = match request.into_inner().context {
             Some(given) => {

@@ -7,7 +7,7 @@ use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::edge::{Shadow, inbound_status};
@@ -27,8 +27,8 @@ pub struct DetectorService {
     streams_stop: CancellationToken,
     /// Tracks the stream tasks so the drain can tell when they are gone.
     streams: TaskTracker,
-    /// Metadata names exposed to flag targeting.
-    context_headers: Arc<[String]>,
+    /// Metadata exposed to flag targeting.
+    context_headers: ContextHeaders,
 }
 
 impl DetectorService {
@@ -37,13 +37,13 @@ impl DetectorService {
         detection: Arc<DetectionService>,
         streams_stop: CancellationToken,
         streams: TaskTracker,
-        context_headers: Vec<String>,
+        context_headers: &[String],
     ) -> Self {
         Self {
             detection,
             streams_stop,
             streams,
-            context_headers: context_headers.into(),
+            context_headers: ContextHeaders::new(context_headers),
         }
     }
 
@@ -60,25 +60,54 @@ impl DetectorService {
     }
 }
 
+/// The metadata exposed to flag targeting, parsed once (a lookup by `&str`
+/// parses the name on every call): `x-user-id`, the targeting key, and each
+/// configured key with the attribute it becomes, without the `x-` prefix.
+#[derive(Debug, Clone)]
+pub struct ContextHeaders {
+    user_id: MetadataKey<Ascii>,
+    attributes: Arc<[(MetadataKey<Ascii>, String)]>,
+}
+
+impl ContextHeaders {
+    /// From the configured names (the configuration has checked them; a
+    /// name that is not a metadata key is skipped).
+    pub fn new(names: &[String]) -> Self {
+        let keys = names
+            .iter()
+            .filter_map(|name| {
+                let key = MetadataKey::from_bytes(name.as_bytes()).ok()?;
+                Some((key, name.strip_prefix("x-").unwrap_or(name).to_owned()))
+            })
+            .collect();
+        Self {
+            user_id: MetadataKey::from_static("x-user-id"),
+            attributes: keys,
+        }
+    }
+}
+
 /// The request context from the call's metadata: `x-user-id` and the
-/// configured attribute headers (exposed without their `x-` prefix).
-pub fn context(metadata: &MetadataMap, method: &'static str, headers: &[String]) -> RequestContext {
-    let text = |name: &str| {
+/// configured attribute headers.
+pub fn context(
+    metadata: &MetadataMap,
+    method: &'static str,
+    headers: &ContextHeaders,
+) -> RequestContext {
+    let text = |key: &MetadataKey<Ascii>| {
         metadata
-            .get(name)
+            .get(key)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
     let attributes = headers
+        .attributes
         .iter()
-        .filter_map(|name| {
-            let value = text(name)?;
-            Some((name.strip_prefix("x-").unwrap_or(name).to_owned(), value))
-        })
+        .filter_map(|(key, attribute)| Some((attribute.clone(), text(key)?)))
         .collect();
     RequestContext {
-        user_id: text("x-user-id"),
+        user_id: text(&headers.user_id),
         method,
         attributes,
         shadow: false,

@@ -23,14 +23,14 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::catalog::MethodTable;
-use super::observe::{Completion, CountingBody, status_in};
+use super::observe::{Completion, CountingBody, GRPC_STATUS, status_in};
 use crate::telemetry::Tracing;
 
 /// How much earlier than tonic's own timer this layer's deadline fires.
@@ -163,9 +163,13 @@ where
     }
 }
 
+// Parsed once: a lookup by `&str` parses the name every time.
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 /// Parses the `grpc-timeout` header (`<up to 8 digits><H|M|S|m|u|n>`).
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
@@ -187,12 +191,12 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 /// handlers never answer OUT_OF_RANGE.
 fn remap_too_large<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let is_out_of_range = headers.get(&GRPC_STATUS).is_some_and(|v| v == "11");
     let is_too_large = headers
-        .get("grpc-message")
+        .get(&GRPC_MESSAGE)
         .is_some_and(|m| contains(m.as_bytes(), b"message%20length%20too%20large"));
     if is_out_of_range && is_too_large {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("8"));
     }
     response
 }

@@ -131,10 +131,13 @@ where
     }
 }
 
+/// Parsed once: a lookup by `&str` parses the name every time.
+pub(super) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` of trailers (or of a trailers-only response's
 /// headers), if present.
 pub fn status_in(headers: &HeaderMap) -> Option<tonic::Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
     value.parse::<i32>().ok().map(tonic::Code::from_i32)
 }
 

@@ -29,7 +29,7 @@ use crate::exit::{Exit, fail};
 #[derive(Debug, Args)]
 pub struct SmokeWebhookArgs {
     /// Where to listen for the webhook's POSTs (IP:PORT, as `serve --grpc-addr`).
-    #[arg(long, default_value = "0.0.0.0:8080", value_name = "HOST:PORT")]
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "IP:PORT")]
     pub listen: std::net::SocketAddr,
     /// Bound on connecting and on each smoke call, in seconds.
     #[arg(
