@@ -152,9 +152,9 @@ where
                 }
                 None => future.await?,
             };
-            let response = remap_too_large(response);
             // A trailers-only response (an error status) ends here.
             if let Some(code) = status_in(response.headers()) {
+                let (response, code) = remap_too_large(response, code);
                 completion.finish(code);
                 return Ok(response);
             }
@@ -188,17 +188,24 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 
 /// tonic reports an over-size request message as OUT_OF_RANGE; the gRPC spec
 /// says RESOURCE_EXHAUSTED. Only that message is rewritten: Switchyard's own
-/// handlers never answer OUT_OF_RANGE.
-fn remap_too_large<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// handlers never answer OUT_OF_RANGE. `code` is the trailers-only
+/// response's status; the rewritten response and its code come back.
+fn remap_too_large<B>(
+    mut response: http::Response<B>,
+    code: tonic::Code,
+) -> (http::Response<B>, tonic::Code) {
+    if code != tonic::Code::OutOfRange {
+        return (response, code);
+    }
     let headers = response.headers_mut();
-    let is_out_of_range = headers.get(&GRPC_STATUS).is_some_and(|v| v == "11");
     let is_too_large = headers
         .get(&GRPC_MESSAGE)
         .is_some_and(|m| contains(m.as_bytes(), b"message%20length%20too%20large"));
-    if is_out_of_range && is_too_large {
-        headers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("8"));
+    if !is_too_large {
+        return (response, code);
     }
-    response
+    headers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("8"));
+    (response, tonic::Code::ResourceExhausted)
 }
 
 /// Whether a streaming request's inbound error is the over-size one, and if
@@ -276,10 +283,19 @@ mod tests {
             "Error, decoded message length too large: found 5 bytes, the limit is: 4 bytes",
         )
         .into_http::<()>();
-        let remapped = remap_too_large(too_large);
+        let (remapped, code) = remap_too_large(too_large, tonic::Code::OutOfRange);
         assert_eq!(remapped.headers()["grpc-status"], "8");
+        assert_eq!(code, tonic::Code::ResourceExhausted);
 
         let other = Status::out_of_range("something else").into_http::<()>();
-        assert_eq!(remap_too_large(other).headers()["grpc-status"], "11");
+        let (other, code) = remap_too_large(other, tonic::Code::OutOfRange);
+        assert_eq!(other.headers()["grpc-status"], "11");
+        assert_eq!(code, tonic::Code::OutOfRange);
+
+        // Another status is left as it is, message and all.
+        let internal = Status::internal("message length too large").into_http::<()>();
+        let (internal, code) = remap_too_large(internal, tonic::Code::Internal);
+        assert_eq!(internal.headers()["grpc-status"], "13");
+        assert_eq!(code, tonic::Code::Internal);
     }
 }

@@ -69,14 +69,13 @@ impl Tracing {
     /// OpenTelemetry span is built; log lines still get ids, in the
     /// caller's trace when it sent one.
     pub fn server_span(&self, method: &Arc<Method>, headers: &HeaderMap, shadow: bool) -> RpcSpan {
-        let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok());
         let log = tracing::info_span!(
             target: LOG_TARGET,
             "grpc.server",
             rpc.service = &*method.service,
             rpc.method = &*method.method,
             rpc.grpc.status_code = Empty,
-            request_id,
+            request_id = Empty,
             engine = Empty,
             variant = Empty,
             shadow,
@@ -86,6 +85,10 @@ impl Tracing {
                 log,
                 trace: Trace(None),
             };
+        }
+        let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok());
+        if let Some(id) = request_id {
+            log.record("request_id", id);
         }
         let parent = self.remote_parent(headers);
         let trace = self.tracer.as_ref().map(|tracer| {
