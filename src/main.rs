@@ -3,16 +3,15 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use switchyard::cli::{Cli, Command, ServeArgs};
+use switchyard::exit::{Exit, fail};
+use switchyard::startup::{Application, StartupError};
+use switchyard::{configuration::Settings, shutdown, telemetry, tools};
 
 /// jemalloc (see `Cargo.toml` and BENCHMARKS.md section 4 for why).
 #[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-use switchyard::cli::{Cli, Command, ServeArgs};
-use switchyard::exit::{Exit, fail};
-use switchyard::startup::{Application, StartupError};
-use switchyard::{configuration::Settings, shutdown, telemetry, tools};
 
 fn main() {
     let exit = match Cli::parse().command() {
