@@ -177,13 +177,19 @@ impl pb::detector_server::Detector for DetectorService {
                     Err(status) => Err(inbound_status(status)),
                 };
                 let failed = result.is_err();
-                // A client that stops reading fills the channel and its
-                // flow-control window; the drain must still end this task.
                 let sent = tokio::select! {
                     biased;
-                    () = stop.cancelled() => false,
-                    // A send error means the client went away.
+                    // A reply with room goes out, even once the drain has
+                    // begun (the loop then ends the stream with
+                    // UNAVAILABLE); a send error means the client went away.
                     sent = tx.send(result) => sent.is_ok(),
+                    // A client that stops reading fills the channel and its
+                    // flow-control window; the drain must still end this
+                    // task, with the status if there is room for it.
+                    () = stop.cancelled() => {
+                        let _ = tx.try_send(Err(draining()));
+                        false
+                    }
                 };
                 if !sent || failed {
                     break;

@@ -153,6 +153,52 @@ async fn an_in_flight_unary_call_completes_during_the_drain() {
 }
 
 #[tokio::test]
+async fn a_stream_reply_computed_when_streams_end_is_sent_before_unavailable() {
+    // The drain ends streams (step 4) while this stream's detection runs:
+    // the reply still goes out, then the stream ends with UNAVAILABLE,
+    // never with OK (which a client reads as "the server is done").
+    let app = TestApp::spawn_with(
+        settings(&[("drain.delay", "0.1"), ("drain.timeout", "5"), SLOW_ENGINE]),
+        Arc::new(SlowLoader(Duration::from_millis(1000))),
+    )
+    .await
+    .ready()
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::DetectRequest>(8);
+    let mut replies = app
+        .detector()
+        .await
+        .detect_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    tx.send(pb::DetectRequest {
+        text: "Good morning, how are you today?".into(),
+    })
+    .await
+    .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.signal().await;
+    let first = tokio::time::timeout(Duration::from_secs(3), replies.next())
+        .await
+        .expect("prompt")
+        .expect("an item, not the end of the stream")
+        .expect("the reply computed during the drain");
+    assert_eq!(first.language, "en");
+    let end = tokio::time::timeout(Duration::from_secs(3), replies.next())
+        .await
+        .expect("prompt")
+        .expect("a status, not the end of the stream")
+        .expect_err("a status");
+    assert_eq!(
+        (end.code(), end.message()),
+        (Code::Unavailable, "server is draining")
+    );
+    drop(tx);
+    assert_eq!(app.outcome().await, DrainOutcome::Drained);
+}
+
+#[tokio::test]
 async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
     let app = TestApp::spawn_with(
         settings(&[("drain.delay", "0"), ("drain.timeout", "0.5"), SLOW_ENGINE]),
