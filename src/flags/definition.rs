@@ -2,9 +2,10 @@
 //! validating them and compiling their rules, with errors that name the file,
 //! the flag and the problem.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -13,9 +13,9 @@ pub mod rule;
 pub mod semver;
 pub mod store;
 
-use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use foldhash::{HashMap, HashMapExt};
 use serde_json::{Map, Value};
 
 use rule::{Env, Rule};

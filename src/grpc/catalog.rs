@@ -9,9 +9,9 @@
 //! also labelled `shadow="true|false"`: mirrored copies and the shadow track
 //! never pollute the real numbers) and `switchyard_in_flight_requests`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
