@@ -6,6 +6,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::catalog::Received;
+use super::detector::ContextHeaders;
 use super::pb;
 use crate::configuration::Settings;
 use crate::dark_launch::DarkLauncher;
@@ -20,6 +21,8 @@ const EVALUATE_FLAGS: &str = "switchyard.v1.Admin/EvaluateFlags";
 /// The Admin service: reports what its sources say.
 pub struct AdminService {
     sources: AdminSources,
+    /// The metadata EvaluateFlags exposes to targeting, as Detect does.
+    context_headers: ContextHeaders,
 }
 
 /// What GetInfo and EvaluateFlags read, each from its owner.
@@ -39,7 +42,11 @@ pub struct AdminSources {
 impl AdminService {
     /// Reports what `sources` say.
     pub fn new(sources: AdminSources) -> Self {
-        Self { sources }
+        let context_headers = ContextHeaders::new(&sources.settings.flags.headers());
+        Self {
+            sources,
+            context_headers,
+        }
     }
 }
 
@@ -92,8 +99,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::EvaluateFlagsRequest>,
     ) -> Result<Response<pb::EvaluateFlagsResponse>, Status> {
-        let headers = super::detector::ContextHeaders::new(&self.sources.settings.flags.headers());
-        let from_metadata = super::detector::context(request.metadata(), EVALUATE_FLAGS, &headers);
+        let from_metadata =
+            super::detector::context(request.metadata(), EVALUATE_FLAGS, &self.context_headers);
         let ctx = match request.into_inner().context {
             Some(given) => {
                 let attributes = given

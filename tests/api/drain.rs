@@ -19,22 +19,46 @@ fn serving(
     ServingStatus::try_from(reply.expect("open").expect("status").status).expect("known")
 }
 
+/// An app whose Detect takes `engine` (the slow engine answers), with the
+/// drain's delay and timeout (seconds).
+async fn slow_app(delay: &str, timeout: &str, engine: Duration) -> TestApp {
+    TestApp::spawn_with(
+        settings(&[
+            ("drain.delay", delay),
+            ("drain.timeout", timeout),
+            SLOW_ENGINE,
+        ]),
+        Arc::new(SlowLoader(engine)),
+    )
+    .await
+    .ready()
+    .await
+}
+
+/// A DetectStream: the requests' sender and the replies.
+async fn open_stream(
+    app: &TestApp,
+) -> (
+    tokio::sync::mpsc::Sender<pb::DetectRequest>,
+    tonic::Streaming<pb::DetectResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::DetectRequest>(8);
+    let replies = app
+        .detector()
+        .await
+        .detect_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    (tx, replies)
+}
+
 #[tokio::test]
 async fn the_five_steps_in_order() {
     let app = TestApp::spawn_configured(&[("drain.delay", "1")]).await;
     let mut watch = app.watch("readiness").await;
     assert_eq!(serving(watch.next().await), ServingStatus::Serving);
-    let mut stream_tx_rx = {
-        let (tx, rx) = tokio::sync::mpsc::channel::<pb::DetectRequest>(8);
-        let replies = app
-            .detector()
-            .await
-            .detect_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .expect("stream opens")
-            .into_inner();
-        (tx, replies)
-    };
+    let mut stream_tx_rx = open_stream(&app).await;
     let ask = |text: &str| pb::DetectRequest { text: text.into() };
     stream_tx_rx
         .0
@@ -127,13 +151,7 @@ async fn the_five_steps_in_order() {
 
 #[tokio::test]
 async fn an_in_flight_unary_call_completes_during_the_drain() {
-    let app = TestApp::spawn_with(
-        settings(&[("drain.delay", "0.1"), ("drain.timeout", "5"), SLOW_ENGINE]),
-        Arc::new(SlowLoader(Duration::from_millis(1500))),
-    )
-    .await
-    .ready()
-    .await;
+    let app = slow_app("0.1", "5", Duration::from_millis(1500)).await;
     let mut client = app.detector().await;
     let call = tokio::spawn(async move {
         client
@@ -157,21 +175,8 @@ async fn a_stream_reply_computed_when_streams_end_is_sent_before_unavailable() {
     // The drain ends streams (step 4) while this stream's detection runs:
     // the reply still goes out, then the stream ends with UNAVAILABLE,
     // never with OK (which a client reads as "the server is done").
-    let app = TestApp::spawn_with(
-        settings(&[("drain.delay", "0.1"), ("drain.timeout", "5"), SLOW_ENGINE]),
-        Arc::new(SlowLoader(Duration::from_millis(1000))),
-    )
-    .await
-    .ready()
-    .await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::DetectRequest>(8);
-    let mut replies = app
-        .detector()
-        .await
-        .detect_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("stream opens")
-        .into_inner();
+    let app = slow_app("0.1", "5", Duration::from_millis(1000)).await;
+    let (tx, mut replies) = open_stream(&app).await;
     tx.send(pb::DetectRequest {
         text: "Good morning, how are you today?".into(),
     })
@@ -200,13 +205,7 @@ async fn a_stream_reply_computed_when_streams_end_is_sent_before_unavailable() {
 
 #[tokio::test]
 async fn the_drain_timeout_bounds_a_call_that_will_not_finish() {
-    let app = TestApp::spawn_with(
-        settings(&[("drain.delay", "0"), ("drain.timeout", "0.5"), SLOW_ENGINE]),
-        Arc::new(SlowLoader(Duration::from_secs(3))),
-    )
-    .await
-    .ready()
-    .await;
+    let app = slow_app("0", "0.5", Duration::from_secs(3)).await;
     let mut client = app.detector().await;
     let _call = tokio::spawn(async move {
         client
