@@ -1,6 +1,6 @@
 //! Where spans go: the SDK's `BatchSpanProcessor` and `opentelemetry-otlp`'s
-//! exporter (OTLP/gRPC over tonic with TLS and gzip, or OTLP/HTTP with
-//! protobuf), built from [`OtelSettings`] alone (the exporter's own
+//! exporter (OTLP/gRPC over tonic, or OTLP/HTTP with protobuf over hyper;
+//! either with TLS, mutual TLS and gzip), built from [`OtelSettings`] alone (the exporter's own
 //! environment reading is overridden field by field), with the
 //! specification's retry (the exporter's recommended policy: retryable
 //! codes, exponential backoff with jitter, within the export timeout).
@@ -14,11 +14,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_otlp::{
     Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -28,6 +30,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SpanData, SpanExporter,
 };
 use prometheus_client::metrics::counter::Counter;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::runtime::Handle;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -225,19 +229,12 @@ fn exporter(
             if otel.gzip {
                 b = b.with_compression(Compression::Gzip);
             }
-            if let Some(tls) = tls_config(endpoint, otel)? {
-                b = b.with_tls_config(tls);
+            if let Some(files) = TlsFiles::read(endpoint, otel)? {
+                b = b.with_tls_config(files.tonic());
             }
             b.build()
         }
         OtlpProtocol::HttpProtobuf => {
-            if endpoint.starts_with("https://") {
-                return Err(
-                    "https:// with http/protobuf is not supported by this build: \
-                            use OTEL_EXPORTER_OTLP_PROTOCOL=grpc for TLS"
-                        .to_owned(),
-                );
-            }
             // The general endpoint is a base URL; the traces one is used as is.
             let url = if otel.endpoint_is_base {
                 format!("{}/v1/traces", endpoint.trim_end_matches('/'))
@@ -253,32 +250,138 @@ fn exporter(
             if otel.gzip {
                 b = b.with_compression(Compression::Gzip);
             }
+            if let Some(files) = TlsFiles::read(endpoint, otel)? {
+                // opentelemetry-http's hyper client with a rustls connector
+                // in place of its plain one.
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(files.rustls()?)
+                    .https_only()
+                    .enable_http1()
+                    .build();
+                b = b.with_http_client(HyperClient::new(connector, otel.timeout, None));
+            }
             b.build()
         }
     };
     exporter.map_err(|e| e.to_string())
 }
 
-/// TLS for an `https://` endpoint: the CA from
-/// `OTEL_EXPORTER_OTLP_CERTIFICATE` when set (the Mozilla roots compiled
-/// in otherwise), and a client identity for mutual TLS when
-/// `_CLIENT_CERTIFICATE` and `_CLIENT_KEY` are set.
-fn tls_config(endpoint: &str, otel: &OtelSettings) -> Result<Option<ClientTlsConfig>, String> {
-    if !endpoint.starts_with("https://") {
-        return Ok(None);
+/// The TLS material for an `https://` endpoint, read and checked once for
+/// either protocol: the CA from `OTEL_EXPORTER_OTLP_CERTIFICATE` when set
+/// (the Mozilla roots compiled in otherwise), and a client identity for
+/// mutual TLS when `_CLIENT_CERTIFICATE` and `_CLIENT_KEY` are set.
+struct TlsFiles {
+    /// The CA's PEM, and the certificates in it.
+    ca: Option<(Vec<u8>, Vec<CertificateDer<'static>>)>,
+    /// The client's certificate chain and key: PEM, and parsed.
+    identity: Option<ClientIdentity>,
+}
+
+struct ClientIdentity {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl TlsFiles {
+    /// `None` for a plain `http://` endpoint.
+    fn read(endpoint: &str, otel: &OtelSettings) -> Result<Option<Self>, String> {
+        if !endpoint.starts_with("https://") {
+            return Ok(None);
+        }
+        let ca = match &otel.certificate {
+            Some(path) => {
+                let pem = read(path)?;
+                let certs = certificates(&pem, "OTEL_EXPORTER_OTLP_CERTIFICATE", path)?;
+                Some((pem, certs))
+            }
+            None => None,
+        };
+        let identity = match (&otel.client_certificate, &otel.client_key) {
+            (Some(cert), Some(key)) => {
+                let cert_pem = read(cert)?;
+                let key_pem = read(key)?;
+                let chain = certificates(&cert_pem, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert)?;
+                let parsed = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                    format!(
+                        "OTEL_EXPORTER_OTLP_CLIENT_KEY: no private key in {}: {e}",
+                        key.display()
+                    )
+                })?;
+                Some(ClientIdentity {
+                    cert_pem,
+                    key_pem,
+                    chain,
+                    key: parsed,
+                })
+            }
+            _ => None,
+        };
+        Ok(Some(Self { ca, identity }))
     }
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let mut tls = ClientTlsConfig::new();
-    tls = match &otel.certificate {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => tls.with_webpki_roots(),
-    };
-    if let (Some(cert), Some(key)) = (&otel.client_certificate, &otel.client_key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+
+    /// For tonic (OTLP/gRPC).
+    fn tonic(&self) -> ClientTlsConfig {
+        let tls = ClientTlsConfig::new();
+        let tls = match &self.ca {
+            Some((pem, _)) => tls.ca_certificate(Certificate::from_pem(pem)),
+            None => tls.with_webpki_roots(),
+        };
+        match &self.identity {
+            Some(id) => tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem)),
+            None => tls,
+        }
     }
-    Ok(Some(tls))
+
+    /// For hyper (OTLP/HTTP), on the ring provider tonic uses.
+    fn rustls(&self) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some((_, certs)) => {
+                for cert in certs {
+                    roots
+                        .add(cert.clone())
+                        .map_err(|e| format!("CA certificate: {e}"))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+        match &self.identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .map_err(|e| format!("client certificate and key: {e}")),
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The certificates in the PEM file `variable` names; at least one.
+fn certificates(
+    pem: &[u8],
+    variable: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{variable}: {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{variable}: no PEM certificate in {}",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -193,10 +193,27 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
             vec![("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")],
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         ),
+        // A CA file that holds no certificate, for either protocol.
         (
             vec!["--otlp-endpoint", "https://collector:4318"],
-            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
-            "https",
+            vec![
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &bad_yaml),
+            ],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        (
+            vec!["--otlp-endpoint", "https://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", &bad_yaml)],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        (
+            vec!["--otlp-endpoint", "https://collector:4317"],
+            vec![
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &bad_yaml),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &bad_yaml),
+            ],
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
         ),
         (
             vec!["--otlp-endpoint", "http://collector:4317"],

@@ -1,9 +1,9 @@
 //! Trace export through the maintained OTLP exporter, in process: each
 //! application is handed its own trace pipeline (`Tracing`), so two apps
 //! export to two collectors in one process; TLS with a self-signed CA,
-//! gzip, OTLP/HTTP, a collector that refuses then accepts (retried,
-//! nothing lost), and collectors that misbehave (down, refusing,
-//! black-holed) while the service keeps serving.
+//! mutual TLS and gzip, over OTLP/gRPC and OTLP/HTTP; a collector that
+//! refuses then accepts (retried, nothing lost), and collectors that
+//! misbehave (down, refusing, black-holed) while the service keeps serving.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ use switchyard::grpc::pb;
 use switchyard::grpc::pb::detector_client::DetectorClient;
 use switchyard::telemetry::{TelemetryGuard, Tracing};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::helpers::{TestApp, http_get, settings_in};
 use crate::process::Server;
@@ -209,6 +209,22 @@ impl Traced {
     }
 }
 
+/// An application with `env` makes one sampled call in `trace` and is
+/// drained: (spans exported, failed batches).
+async fn one_call(env: &[(&str, &str)], trace: &str) -> (u64, u64) {
+    let app = Traced::spawn(env).await;
+    app.detect(trace).await;
+    app.flush().await
+}
+
+/// An application with `env` exports nothing of its one call, and counts
+/// the failure.
+async fn fails_to_export(env: &[(&str, &str)], trace: &str, why: &str) {
+    let (exported, failures) = one_call(env, trace).await;
+    assert_eq!(exported, 0, "{why}");
+    assert!(failures >= 1, "{why}: the failure is counted");
+}
+
 /// The names of the spans of trace `trace`, sorted.
 fn names_in(spans: &[(BTreeMap<String, String>, Span)], trace: &str) -> Vec<String> {
     let mut names: Vec<String> = spans
@@ -285,58 +301,152 @@ async fn two_applications_in_one_process_export_to_their_own_collectors() {
     }
 }
 
-/// A CA and a `localhost` certificate it signed: (the CA's PEM file, the
-/// server's TLS configuration).
-fn certificates(dir: &Path) -> (PathBuf, ServerTlsConfig) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "switchyard test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let key = KeyPair::generate().expect("server key");
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("server params")
-        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
-        .expect("server certificate");
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
-    let identity = Identity::from_pem(cert.pem(), key.serialize_pem());
-    (ca_path, ServerTlsConfig::new().identity(identity))
+/// A test CA, a `localhost` server certificate and a client certificate it
+/// signed, written as PEM files.
+struct Pki {
+    ca: PathBuf,
+    ca_pem: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "switchyard test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let server_key = KeyPair::generate().expect("server key");
+        let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("server params")
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+        let client_key = KeyPair::generate().expect("client key");
+        let mut client = CertificateParams::new(vec!["switchyard".to_owned()]).expect("params");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client
+            .signed_by(&client_key, &issuer)
+            .expect("client certificate");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        Self {
+            ca: write("ca.pem", ca_cert.pem()),
+            ca_pem: ca_cert.pem(),
+            server_cert: server_cert.pem(),
+            server_key: server_key.serialize_pem(),
+            client_cert: write("client.pem", client_cert.pem()),
+            client_key: write("client-key.pem", client_key.serialize_pem()),
+        }
+    }
+
+    /// tonic's server side: the `localhost` identity, and when
+    /// `client_auth`, client certificates signed by the CA required.
+    fn tonic(&self, client_auth: bool) -> ServerTlsConfig {
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.server_cert, &self.server_key));
+        if client_auth {
+            tls.client_ca_root(Certificate::from_pem(&self.ca_pem))
+        } else {
+            tls
+        }
+    }
+
+    /// The same for a rustls server (the OTLP/HTTP collector).
+    fn rustls(&self, client_auth: bool) -> rustls::ServerConfig {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+                roots.add(cert.expect("CA PEM")).expect("CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let chain = CertificateDer::pem_slice_iter(self.server_cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server PEM");
+        let key = PrivateKeyDer::from_pem_slice(self.server_key.as_bytes()).expect("key PEM");
+        builder.with_single_cert(chain, key).expect("server TLS")
+    }
+
+    fn ca(&self) -> &str {
+        self.ca.to_str().expect("utf-8")
+    }
+
+    fn client_identity(&self) -> [(&'static str, &str); 2] {
+        [
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                self.client_cert.to_str().expect("utf-8"),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                self.client_key.to_str().expect("utf-8"),
+            ),
+        ]
+    }
+}
+
+/// The TLS checks both protocols pass, against a collector at `endpoint`
+/// whose received spans `spans` reads: without the test CA configured
+/// nothing is exported; with it (and, when the collector requires one, a
+/// client certificate: without it nothing either) the call's spans arrive.
+async fn exports_only_when_trusted(
+    pki: &Pki,
+    endpoint: &str,
+    protocol: &[(&'static str, &'static str)],
+    client_auth: bool,
+    spans: impl Fn() -> Vec<(BTreeMap<String, String>, Span)>,
+) {
+    let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)];
+    env.extend_from_slice(protocol);
+    fails_to_export(&env, &trace_id(10), "the test CA is not a Mozilla root").await;
+    env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca()));
+    if client_auth {
+        fails_to_export(&env, &trace_id(11), "no client certificate").await;
+        env.extend(pki.client_identity());
+    }
+    assert!(spans().is_empty(), "nothing arrived from the controls");
+    assert_eq!(one_call(&env, &trace_id(12)).await, (3, 0));
+    assert_eq!(names_in(&spans(), &trace_id(12)), three_spans());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exports_over_tls_to_a_collector_whose_ca_is_configured() {
+async fn exports_over_tls_and_mutual_tls_to_a_collector_whose_ca_is_configured() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ca, tls) = certificates(dir.path());
-    let collector = Collector::default();
-    let port = collector.serve(Some(tls), false).await.port();
-    let endpoint = format!("https://localhost:{port}");
-
-    // Control: the same collector without its CA is not trusted.
-    let untrusted = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
-    untrusted.detect(&trace_id(10)).await;
-    let (exported, failures) = untrusted.flush().await;
-    assert_eq!(exported, 0);
-    assert!(failures >= 1, "an untrusted collector must fail the export");
-    assert!(collector.spans().is_empty());
-
-    let trusted = Traced::spawn(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-        (
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-            ca.to_str().expect("utf-8"),
-        ),
-    ])
-    .await;
-    let trace = trace_id(11);
-    trusted.detect(&trace).await;
-    assert_eq!(trusted.flush().await, (3, 0));
-    assert_eq!(names_in(&collector.spans(), &trace), three_spans());
+    let pki = Pki::new(dir.path());
+    for client_auth in [false, true] {
+        let collector = Collector::default();
+        let tls = pki.tonic(client_auth);
+        let port = collector.serve(Some(tls), false).await.port();
+        let endpoint = format!("https://localhost:{port}");
+        exports_only_when_trusted(&pki, &endpoint, &[], client_auth, || collector.spans()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,118 +458,209 @@ async fn gzip_compression_is_sent_when_configured() {
 
     // A collector that does not accept gzip rejects the compressed export
     // (so the export really is compressed)...
-    let compressed = Traced::spawn(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &plain_endpoint),
+    let compressed = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", plain_endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-    ])
-    .await;
-    compressed.detect(&trace_id(20)).await;
-    let (exported, failures) = compressed.flush().await;
-    assert_eq!((exported, failures), (0, 1), "gzip to a plain collector");
+    ];
+    assert_eq!(
+        one_call(&compressed, &trace_id(20)).await,
+        (0, 1),
+        "gzip to a plain collector"
+    );
     assert!(plain.spans().is_empty());
     // ...and takes an uncompressed one (the control).
-    let uncompressed = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &plain_endpoint)]).await;
-    uncompressed.detect(&trace_id(21)).await;
-    assert_eq!(uncompressed.flush().await, (3, 0));
+    let uncompressed = [("OTEL_EXPORTER_OTLP_ENDPOINT", plain_endpoint.as_str())];
+    assert_eq!(one_call(&uncompressed, &trace_id(21)).await, (3, 0));
     assert_eq!(names_in(&plain.spans(), &trace_id(21)), three_spans());
 
-    let compressed = Traced::spawn(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &gzip_endpoint),
+    let compressed = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", gzip_endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
-    ])
-    .await;
-    compressed.detect(&trace_id(22)).await;
-    assert_eq!(compressed.flush().await, (3, 0));
+    ];
+    assert_eq!(one_call(&compressed, &trace_id(22)).await, (3, 0));
     assert_eq!(names_in(&gzip.spans(), &trace_id(22)), three_spans());
 }
 
-/// An OTLP/HTTP collector (`POST /v1/traces`, protobuf bodies).
+/// An OTLP/HTTP collector (`POST /v1/traces`, protobuf bodies, gzip when
+/// the request says `content-encoding: gzip`), over TLS when asked.
 #[derive(Clone, Default)]
-struct HttpCollector(Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>);
+struct HttpCollector(Arc<Mutex<Vec<HttpExport>>>);
+
+/// One export as the HTTP collector received it.
+#[derive(Clone)]
+struct HttpExport {
+    content_type: String,
+    content_encoding: Option<String>,
+    request: ExportTraceServiceRequest,
+}
 
 impl HttpCollector {
     async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(axum::serve(listener, self.router()).into_future());
+        addr
+    }
+
+    async fn serve_tls(&self, tls: rustls::ServerConfig) -> SocketAddr {
+        let listener = TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        };
+        let addr = listener.tcp.local_addr().expect("addr");
+        tokio::spawn(axum::serve(listener, self.router()).into_future());
+        addr
+    }
+
+    fn router(&self) -> axum::Router {
         let seen = self.clone();
-        let app = axum::Router::new().route(
+        axum::Router::new().route(
             "/v1/traces",
             axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
                 let seen = seen.clone();
                 async move {
-                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    let header = |name| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let content_encoding = header(http::header::CONTENT_ENCODING);
+                    let body = match content_encoding.as_deref() {
+                        None => body.to_vec(),
+                        Some("gzip") => {
+                            let mut plain = Vec::new();
+                            let gunzip = std::io::Read::read_to_end(
+                                &mut flate2::read::GzDecoder::new(&body[..]),
+                                &mut plain,
+                            );
+                            if gunzip.is_err() {
+                                return (http::StatusCode::BAD_REQUEST, Vec::new());
+                            }
+                            plain
+                        }
+                        Some(_) => return (http::StatusCode::UNSUPPORTED_MEDIA_TYPE, Vec::new()),
+                    };
+                    let Ok(request) = ExportTraceServiceRequest::decode(&body[..]) else {
                         return (http::StatusCode::BAD_REQUEST, Vec::new());
                     };
-                    let content_type = headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
                     seen.0
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((content_type, request));
+                        .push(HttpExport {
+                            content_type: header(http::header::CONTENT_TYPE).unwrap_or_default(),
+                            content_encoding,
+                            request,
+                        });
                     (
                         http::StatusCode::OK,
                         ExportTraceServiceResponse::default().encode_to_vec(),
                     )
                 }
             }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        addr
+        )
     }
 
-    fn requests(&self) -> Vec<(String, ExportTraceServiceRequest)> {
+    fn requests(&self) -> Vec<HttpExport> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+
+    fn spans(&self) -> Vec<(BTreeMap<String, String>, Span)> {
+        let bodies: Vec<_> = self.requests().into_iter().map(|e| e.request).collect();
+        spans_of(&bodies)
+    }
+}
+
+/// A TCP listener that hands axum only connections whose TLS handshake
+/// succeeded (a client the server does not accept is dropped there).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_otlp_http_protobuf_when_the_protocol_says_so() {
-    let collector = HttpCollector::default();
-    // The general endpoint is a base URL: `/v1/traces` is appended.
-    let endpoint = format!("http://{}", collector.serve().await);
-
     // Control: without the protocol variable the export is gRPC, which an
     // HTTP/1.1 collector cannot take.
-    let grpc = Traced::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
-    grpc.detect(&trace_id(30)).await;
-    let (exported, failures) = grpc.flush().await;
-    assert_eq!(exported, 0);
-    assert!(failures >= 1);
+    let collector = HttpCollector::default();
+    let endpoint = format!("http://{}", collector.serve().await);
+    let grpc = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    fails_to_export(&grpc, &trace_id(30), "gRPC to an HTTP/1.1 collector").await;
     assert!(collector.requests().is_empty());
 
-    let http = Traced::spawn(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_SERVICE_NAME", "over-http"),
-    ])
-    .await;
-    let trace = trace_id(31);
-    http.detect(&trace).await;
-    assert_eq!(http.flush().await, (3, 0));
-    let requests = collector.requests();
-    assert!(
-        requests
-            .iter()
-            .all(|(content_type, _)| content_type == "application/x-protobuf"),
-        "{:?}",
-        requests.iter().map(|(c, _)| c).collect::<Vec<_>>()
-    );
-    let bodies: Vec<_> = requests.into_iter().map(|(_, r)| r).collect();
-    let spans = spans_of(&bodies);
-    assert_eq!(names_in(&spans, &trace), three_spans());
-    assert!(
-        spans
-            .iter()
-            .all(|(r, _)| r.get("service.name").map(String::as_str) == Some("over-http"))
-    );
+    // Plain and gzip bodies. The collector decodes a body as gzip only when
+    // the request says so, and a body that is not gzip fails the export.
+    for (n, compression, encoding) in [(31, "none", None), (32, "gzip", Some("gzip"))] {
+        let collector = HttpCollector::default();
+        // The general endpoint is a base URL: `/v1/traces` is appended.
+        let endpoint = format!("http://{}", collector.serve().await);
+        let http = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", compression),
+            ("OTEL_SERVICE_NAME", "over-http"),
+        ];
+        assert_eq!(one_call(&http, &trace_id(n)).await, (3, 0), "{compression}");
+        let requests = collector.requests();
+        assert!(
+            requests
+                .iter()
+                .all(|e| e.content_type == "application/x-protobuf"
+                    && e.content_encoding.as_deref() == encoding),
+            "{compression}: {:?}",
+            requests
+                .iter()
+                .map(|e| (&e.content_type, &e.content_encoding))
+                .collect::<Vec<_>>()
+        );
+        let spans = collector.spans();
+        assert_eq!(names_in(&spans, &trace_id(n)), three_spans());
+        assert!(
+            spans
+                .iter()
+                .all(|(r, _)| r.get("service.name").map(String::as_str) == Some("over-http"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_exports_over_tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let http = [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
+    for client_auth in [false, true] {
+        let collector = HttpCollector::default();
+        let port = collector.serve_tls(pki.rustls(client_auth)).await.port();
+        let endpoint = format!("https://localhost:{port}");
+        exports_only_when_trusted(&pki, &endpoint, &http, client_auth, || collector.spans()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
