@@ -482,9 +482,19 @@ async fn gzip_compression_is_sent_when_configured() {
 }
 
 /// An OTLP/HTTP collector (`POST /v1/traces`, protobuf bodies, gzip when
-/// the request says `content-encoding: gzip`), over TLS when asked.
+/// the request says `content-encoding: gzip`), over TLS when asked. It
+/// refuses the first `refuse` attempts: the first with 429 and
+/// `Retry-After: 1`, the others with 503 (both retryable, the spec says).
 #[derive(Clone, Default)]
-struct HttpCollector(Arc<Mutex<Vec<HttpExport>>>);
+struct HttpCollector(Arc<HttpState>);
+
+#[derive(Default)]
+struct HttpState {
+    exports: Mutex<Vec<HttpExport>>,
+    /// When each request came, accepted or not.
+    attempts: Mutex<Vec<Instant>>,
+    refuse: usize,
+}
 
 /// One export as the HTTP collector received it.
 #[derive(Clone)]
@@ -495,6 +505,13 @@ struct HttpExport {
 }
 
 impl HttpCollector {
+    fn refusing(refuse: usize) -> Self {
+        Self(Arc::new(HttpState {
+            refuse,
+            ..HttpState::default()
+        }))
+    }
+
     async fn serve(&self) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -517,65 +534,85 @@ impl HttpCollector {
     }
 
     fn router(&self) -> axum::Router {
-        let seen = self.clone();
+        let this = self.clone();
         axum::Router::new().route(
             "/v1/traces",
             axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
-                let seen = seen.clone();
-                async move {
-                    let header = |name| {
-                        headers
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let content_encoding = header(http::header::CONTENT_ENCODING);
-                    let body = match content_encoding.as_deref() {
-                        None => body.to_vec(),
-                        Some("gzip") => {
-                            let mut plain = Vec::new();
-                            let gunzip = std::io::Read::read_to_end(
-                                &mut flate2::read::GzDecoder::new(&body[..]),
-                                &mut plain,
-                            );
-                            if gunzip.is_err() {
-                                return (http::StatusCode::BAD_REQUEST, Vec::new());
-                            }
-                            plain
-                        }
-                        Some(_) => return (http::StatusCode::UNSUPPORTED_MEDIA_TYPE, Vec::new()),
-                    };
-                    let Ok(request) = ExportTraceServiceRequest::decode(&body[..]) else {
-                        return (http::StatusCode::BAD_REQUEST, Vec::new());
-                    };
-                    seen.0
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(HttpExport {
-                            content_type: header(http::header::CONTENT_TYPE).unwrap_or_default(),
-                            content_encoding,
-                            request,
-                        });
-                    (
-                        http::StatusCode::OK,
-                        ExportTraceServiceResponse::default().encode_to_vec(),
-                    )
-                }
+                let this = this.clone();
+                async move { this.receive(&headers, &body) }
             }),
         )
     }
 
+    fn receive(&self, headers: &http::HeaderMap, body: &[u8]) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        use http::StatusCode;
+        let attempt = {
+            let mut attempts = lock(&self.0.attempts);
+            attempts.push(Instant::now());
+            attempts.len()
+        };
+        if attempt <= self.0.refuse {
+            return if attempt == 1 {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(http::header::RETRY_AFTER, "1")],
+                )
+                    .into_response()
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            };
+        }
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_encoding = header(http::header::CONTENT_ENCODING);
+        let body = match content_encoding.as_deref() {
+            None => body.to_vec(),
+            Some("gzip") => {
+                let mut plain = Vec::new();
+                let mut gunzip = flate2::read::GzDecoder::new(body);
+                if std::io::Read::read_to_end(&mut gunzip, &mut plain).is_err() {
+                    return StatusCode::BAD_REQUEST.into_response();
+                }
+                plain
+            }
+            Some(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response(),
+        };
+        let Ok(request) = ExportTraceServiceRequest::decode(&body[..]) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        lock(&self.0.exports).push(HttpExport {
+            content_type: header(http::header::CONTENT_TYPE).unwrap_or_default(),
+            content_encoding,
+            request,
+        });
+        ExportTraceServiceResponse::default()
+            .encode_to_vec()
+            .into_response()
+    }
+
     fn requests(&self) -> Vec<HttpExport> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.0.exports).clone()
+    }
+
+    fn attempts(&self) -> Vec<Instant> {
+        lock(&self.0.attempts).clone()
     }
 
     fn spans(&self) -> Vec<(BTreeMap<String, String>, Span)> {
         let bodies: Vec<_> = self.requests().into_iter().map(|e| e.request).collect();
         spans_of(&bodies)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A TCP listener that hands axum only connections whose TLS handshake
@@ -700,6 +737,43 @@ async fn a_collector_that_refuses_then_accepts_gets_every_span() {
     assert_eq!(app.flush().await, (0, 1));
     assert!(never.refused() >= 2, "retried before giving up");
     assert!(never.spans().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_retries_throttling_and_unavailable_then_delivers() {
+    let collector = HttpCollector::refusing(2);
+    let endpoint = format!("http://{}", collector.serve().await);
+    let http = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    ];
+    assert_eq!(
+        one_call(&http, &trace_id(50)).await,
+        (3, 0),
+        "retried, not failed"
+    );
+    let attempts = collector.attempts();
+    assert_eq!(attempts.len(), 3, "429, 503, then accepted");
+    // The backoff alone would retry after ~100 ms; the collector asked for 1 s.
+    let waited = attempts[1] - attempts[0];
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1, waited {waited:?}"
+    );
+    assert_eq!(names_in(&collector.spans(), &trace_id(50)), three_spans());
+
+    // Control: a collector that never accepts gets nothing and the failure
+    // is counted.
+    let never = HttpCollector::refusing(usize::MAX);
+    let endpoint = format!("http://{}", never.serve().await);
+    let http = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+    ];
+    assert_eq!(one_call(&http, &trace_id(51)).await, (0, 1));
+    assert!(never.attempts().len() >= 2, "retried before giving up");
+    assert!(never.requests().is_empty());
 }
 
 /// A TCP listener that accepts connections and never answers.
