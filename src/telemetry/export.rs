@@ -7,12 +7,11 @@
 //! The crates also read some `OTEL_*` variables from the process
 //! themselves; every value this pipeline uses is passed to their builders
 //! from the settings, and those win. What they still read behind the
-//! settings is the
-//! exporter's headers (merged into ours) and, when ours say none, its
-//! compression. In the binary those are the same variables with the same
-//! values, since the settings come from the process environment; only an
-//! in-process test, which injects its own, could tell the difference, so
-//! `scripts/test` clears `OTEL_*` before running the tests.
+//! settings is the exporter's headers (merged into ours) and, when ours say
+//! none, its compression. In the binary those are the same variables with
+//! the same values, since the settings come from the process environment;
+//! only an in-process test, which injects its own, could tell the
+//! difference, so `scripts/test` clears `OTEL_*` before running the tests.
 //!
 //! [`Observed`] wraps the exporter to count what it delivers and what it
 //! fails to, and to log failures at most once per [`LOG_EVERY`] with the
