@@ -2,8 +2,9 @@
 //! application is handed its own trace pipeline (`Tracing`), so two apps
 //! export to two collectors in one process; TLS with a self-signed CA,
 //! mutual TLS and gzip, over OTLP/gRPC and OTLP/HTTP; a collector that
-//! refuses then accepts (retried, nothing lost), and collectors that
-//! misbehave (down, refusing, black-holed) while the service keeps serving.
+//! refuses then accepts (retried, nothing lost), collectors that misbehave
+//! (down, refusing, black-holed) while the service keeps serving, and a
+//! final flush that ends at its bound.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -776,6 +777,70 @@ async fn otlp_http_retries_throttling_and_unavailable_then_delivers() {
     assert!(never.requests().is_empty());
 }
 
+/// The final flush is part of the drain and has a deadline: to a collector
+/// that accepts connections and never answers, with an export timeout of a
+/// minute, the process exits once `OTEL_BSP_EXPORT_TIMEOUT` has passed,
+/// over either protocol, and after 5 s when it is not set (its default, 30
+/// s, is capped). That each exits at its own bound shows the flush really
+/// waits on the collector until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_flush_to_a_collector_that_never_answers_is_bounded() {
+    let endpoint = format!("http://{}", black_hole().await);
+    // (protocol, OTEL_BSP_EXPORT_TIMEOUT, the bound in ms)
+    let cases = [
+        ("grpc", Some("1000"), 1000),
+        ("http/protobuf", Some("1000"), 1000),
+        ("grpc", None, 5000),
+    ];
+    let mut servers: Vec<Server> = cases
+        .iter()
+        .map(|&(protocol, export_timeout, _)| {
+            let mut env = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+                // Nothing is exported before the drain's flush.
+                ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+            ];
+            env.extend(export_timeout.map(|ms| ("OTEL_BSP_EXPORT_TIMEOUT", ms)));
+            Server::start_with_env(&["--drain-delay", "0"], &env)
+        })
+        .collect();
+    for server in &servers {
+        server.wait_ready().await;
+        let mut client = DetectorClient::connect(format!("http://{}", server.grpc))
+            .await
+            .expect("connect");
+        client
+            .detect(pb::DetectRequest {
+                text: "A span waiting for the final flush".into(),
+            })
+            .await
+            .expect("Detect succeeds");
+    }
+    let signalled = Instant::now();
+    for server in &servers {
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    let exits = futures::future::join_all(servers.iter_mut().map(|server| async {
+        server.wait(Duration::from_secs(20)).await;
+        signalled.elapsed()
+    }))
+    .await;
+    for ((protocol, _, bound), took) in cases.into_iter().zip(exits) {
+        let bound = Duration::from_millis(bound);
+        assert!(
+            took >= bound.mul_f64(0.9),
+            "{protocol}: exited {took:?} after SIGTERM, before the {bound:?} bound: \
+             the flush did not wait for the collector"
+        );
+        assert!(
+            took <= bound + Duration::from_millis(2500),
+            "{protocol}: exited {took:?} after SIGTERM with a {bound:?} bound"
+        );
+    }
+}
+
 /// A TCP listener that accepts connections and never answers.
 async fn black_hole() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -880,12 +945,13 @@ async fn a_misbehaving_collector_costs_the_calls_nothing() {
     let hole = black_hole().await;
     // Batches every 20 ms, one second per export: a request that waited
     // for an export would take a second.
-    let start = |addr: Option<SocketAddr>| {
+    let start = |addr: Option<SocketAddr>, protocol: &str| {
         let endpoint = addr.map(|a| format!("http://{a}"));
         let mut env = vec![
             ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "1024".to_owned()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
         ];
         if let Some(endpoint) = endpoint {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
@@ -893,11 +959,12 @@ async fn a_misbehaving_collector_costs_the_calls_nothing() {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Server::start_with_env(&["--drain-delay", "0"], &env)
     };
-    let control = start(None);
+    let control = start(None, "grpc");
     let servers = [
-        ("down", start(Some(down))),
-        ("refusing", start(Some(refusing_addr))),
-        ("black-holed", start(Some(hole))),
+        ("down", start(Some(down), "grpc")),
+        ("refusing", start(Some(refusing_addr), "grpc")),
+        ("black-holed", start(Some(hole), "grpc")),
+        ("black-holed, OTLP/HTTP", start(Some(hole), "http/protobuf")),
     ];
     control.wait_ready().await;
     for (_, server) in &servers {
