@@ -534,6 +534,22 @@ impl TelemetrySettings {
         }
         if let Some((name, value)) = otlp("HEADERS") {
             o.headers = key_values(&value).map_err(|e| ConfigError::setting(&name, e))?;
+            // Checked here for both protocols (the HTTP exporter would drop
+            // a header it cannot send without a word).
+            for (key, value) in &o.headers {
+                if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+                    return Err(ConfigError::setting(
+                        &name,
+                        format!("{key:?} is not a valid header name"),
+                    ));
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(ConfigError::setting(
+                        &name,
+                        format!("the value of {key:?} is not a valid header value"),
+                    ));
+                }
+            }
         }
         if let Some((name, value)) = otlp("TIMEOUT") {
             o.timeout = millis(name, &value)?;

@@ -1,17 +1,20 @@
 //! Where spans go: the SDK's `BatchSpanProcessor` and `opentelemetry-otlp`'s
-//! exporter (OTLP/gRPC over tonic, or OTLP/HTTP with protobuf over hyper;
-//! either with TLS, mutual TLS and gzip), built from [`OtelSettings`], with
-//! the specification's retry (the exporter's recommended policy: retryable
-//! codes, exponential backoff with jitter, within the export timeout).
+//! exporter (OTLP/gRPC over tonic, or OTLP/HTTP with protobuf over
+//! opentelemetry-http's hyper client; either with TLS and mutual TLS, see
+//! [`super::tls`], and gzip), built from [`OtelSettings`], with the
+//! specification's retry (the exporter's recommended policy: retryable
+//! codes, exponential backoff with jitter, a delay the collector asks for,
+//! all within the export timeout).
 //!
 //! The crates also read some `OTEL_*` variables from the process
 //! themselves; every value this pipeline uses is passed to their builders
-//! from the settings, and those win. What they still read behind the
-//! settings is the exporter's headers (merged into ours) and, when ours say
-//! none, its compression. In the binary those are the same variables with
-//! the same values, since the settings come from the process environment;
-//! only an in-process test, which injects its own, could tell the
-//! difference, so `scripts/test` clears `OTEL_*` before running the tests.
+//! from the settings, and those win, with two exceptions: the exporter
+//! adds the headers of `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` over ours
+//! (theirs win for a name in both), and reads the compression when ours
+//! say none. In the binary those are the same variables with the same
+//! values, since the settings come from the process environment; only an
+//! in-process test, which injects its own, could tell the difference, so
+//! `scripts/test` clears `OTEL_*` before running the tests.
 //!
 //! [`Observed`] wraps the exporter to count what it delivers and what it
 //! fails to, and to log failures at most once per [`LOG_EVERY`] with the
@@ -22,13 +25,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{
     Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -38,15 +41,13 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SpanData, SpanExporter,
 };
 use prometheus_client::metrics::counter::Counter;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::runtime::Handle;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::configuration::{OtelSettings, OtlpProtocol, SamplerSetting};
 
 use super::TelemetryError;
+use super::tls::ExportTls;
 
 /// At most one failure line per this interval.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -70,6 +71,8 @@ pub struct Observed<E> {
     runtime: Handle,
     counters: ExportCounters,
     log: Mutex<FailureLog>,
+    /// What the HTTP client saw of the last failure.
+    cause: TransportCause,
 }
 
 impl<E> fmt::Debug for Observed<E> {
@@ -102,12 +105,13 @@ impl FailureLog {
 }
 
 impl<E: SpanExporter> Observed<E> {
-    pub fn new(inner: E, counters: ExportCounters, runtime: Handle) -> Self {
+    pub fn new(inner: E, counters: ExportCounters, runtime: Handle, cause: TransportCause) -> Self {
         Self {
             inner,
             runtime,
             counters,
             log: Mutex::new(FailureLog::default()),
+            cause,
         }
     }
 }
@@ -120,16 +124,22 @@ impl<E: SpanExporter> SpanExporter for Observed<E> {
             future: Box::pin(self.inner.export(batch)),
         }
         .await;
+        // Taken either way, so that a cause never outlives its export.
+        let cause = self.cause.take();
         match &result {
             Ok(()) => {
                 self.counters.exported.inc_by(spans);
             }
             Err(error) => {
                 self.counters.failures.inc();
+                let error = match cause {
+                    Some(cause) => format!("{error}: {cause}"),
+                    None => error.to_string(),
+                };
                 let admitted = self
                     .log
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .unwrap_or_else(PoisonError::into_inner)
                     .admit(Instant::now());
                 if let Some(suppressed) = admitted {
                     tracing::warn!(
@@ -193,10 +203,11 @@ pub fn processor(
     otel: &OtelSettings,
     counters: ExportCounters,
 ) -> Result<BatchSpanProcessor, TelemetryError> {
-    let exporter = exporter(endpoint, otel).map_err(|reason| TelemetryError::Exporter {
-        endpoint: endpoint.to_owned(),
-        reason,
-    })?;
+    let (exporter, cause) =
+        exporter(endpoint, otel).map_err(|reason| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            reason,
+        })?;
     let runtime = Handle::try_current().map_err(|e| TelemetryError::Exporter {
         endpoint: endpoint.to_owned(),
         reason: e.to_string(),
@@ -207,25 +218,33 @@ pub fn processor(
         .with_scheduled_delay(otel.bsp_schedule_delay)
         .build();
     Ok(
-        BatchSpanProcessor::builder(Observed::new(exporter, counters, runtime))
+        BatchSpanProcessor::builder(Observed::new(exporter, counters, runtime, cause))
             .with_batch_config(config)
             .build(),
     )
 }
 
+/// The configured exporter, and where its HTTP client leaves the cause of
+/// a transport failure.
 fn exporter(
     endpoint: &str,
     otel: &OtelSettings,
-) -> Result<opentelemetry_otlp::SpanExporter, String> {
+) -> Result<(opentelemetry_otlp::SpanExporter, TransportCause), String> {
+    let tls = ExportTls::read(endpoint, otel)?;
+    let cause = TransportCause::default();
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match otel.protocol {
         OtlpProtocol::Grpc => {
             let mut metadata = MetadataMap::new();
             for (key, value) in &otel.headers {
-                let key = MetadataKey::from_bytes(key.as_bytes())
-                    .map_err(|_| format!("header name {key:?} is not valid"))?;
-                let value = MetadataValue::try_from(value.as_str())
-                    .map_err(|_| format!("header {key} has a value that is not valid"))?;
+                // Names and values are checked with the settings; a `-bin`
+                // name is the one thing gRPC's ASCII metadata refuses.
+                let key = MetadataKey::from_bytes(key.as_bytes()).map_err(|_| {
+                    format!("OTEL_EXPORTER_OTLP_HEADERS: {key:?} is not a gRPC ASCII metadata name")
+                })?;
+                let value = MetadataValue::try_from(value.as_str()).map_err(|_| {
+                    format!("OTEL_EXPORTER_OTLP_HEADERS: the value of {key} is not valid")
+                })?;
                 metadata.insert(key, value);
             }
             let mut b = builder
@@ -237,8 +256,8 @@ fn exporter(
             if otel.gzip {
                 b = b.with_compression(Compression::Gzip);
             }
-            if let Some(files) = TlsFiles::read(endpoint, otel)? {
-                b = b.with_tls_config(files.tonic());
+            if let Some(tls) = &tls {
+                b = b.with_tls_config(tls.tonic());
             }
             b.build()
         }
@@ -258,138 +277,87 @@ fn exporter(
             if otel.gzip {
                 b = b.with_compression(Compression::Gzip);
             }
-            if let Some(files) = TlsFiles::read(endpoint, otel)? {
-                // opentelemetry-http's hyper client with a rustls connector
-                // in place of its plain one.
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(files.rustls()?)
-                    .https_only()
-                    .enable_http1()
-                    .build();
-                b = b.with_http_client(HyperClient::new(connector, otel.timeout, None));
-            }
+            // opentelemetry-http's hyper client, with a rustls connector for
+            // `https://`.
+            b = match &tls {
+                Some(tls) => {
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(tls.rustls())
+                        .https_only()
+                        .enable_http1()
+                        .build();
+                    b.with_http_client(Diagnosed {
+                        inner: HyperClient::new(connector, otel.timeout, None),
+                        cause: cause.clone(),
+                    })
+                }
+                None => b.with_http_client(Diagnosed {
+                    inner: HyperClient::with_default_connector(otel.timeout, None),
+                    cause: cause.clone(),
+                }),
+            };
             b.build()
         }
     };
-    exporter.map_err(|e| e.to_string())
+    Ok((exporter.map_err(|e| e.to_string())?, cause))
 }
 
-/// The TLS material for an `https://` endpoint, read and checked once for
-/// either protocol: the CA from `OTEL_EXPORTER_OTLP_CERTIFICATE` when set
-/// (the Mozilla roots compiled in otherwise), and a client identity for
-/// mutual TLS when `_CLIENT_CERTIFICATE` and `_CLIENT_KEY` are set.
-struct TlsFiles {
-    /// The CA's PEM, and the certificates in it.
-    ca: Option<(Vec<u8>, Vec<CertificateDer<'static>>)>,
-    /// The client's certificate chain and key: PEM, and parsed.
-    identity: Option<ClientIdentity>,
+/// The cause of the last transport failure of the HTTP client (connection
+/// refused, a certificate the roots do not trust, ...), which the exporter
+/// reports only as "network error"; taken by the failure line.
+#[derive(Debug, Clone, Default)]
+pub struct TransportCause(Arc<Mutex<Option<String>>>);
+
+impl TransportCause {
+    fn set(&self, cause: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(cause);
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
-struct ClientIdentity {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+/// An HTTP client that keeps the cause of its failures.
+#[derive(Debug)]
+struct Diagnosed<C> {
+    inner: C,
+    cause: TransportCause,
 }
 
-impl TlsFiles {
-    /// `None` for a plain `http://` endpoint.
-    fn read(endpoint: &str, otel: &OtelSettings) -> Result<Option<Self>, String> {
-        if !endpoint.starts_with("https://") {
-            return Ok(None);
-        }
-        let ca = match &otel.certificate {
-            Some(path) => {
-                let pem = read(path)?;
-                let certs = certificates(&pem, "OTEL_EXPORTER_OTLP_CERTIFICATE", path)?;
-                Some((pem, certs))
+impl<C: HttpClient> HttpClient for Diagnosed<C> {
+    // The trait is `#[async_trait]`: this is its signature, spelled out.
+    fn send_bytes<'a, 'f>(
+        &'a self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<bytes::Bytes>, HttpError>> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            let result = self.inner.send_bytes(request).await;
+            if let Err(error) = &result {
+                self.cause.set(chain(error.as_ref()));
             }
-            None => None,
-        };
-        let identity = match (&otel.client_certificate, &otel.client_key) {
-            (Some(cert), Some(key)) => {
-                let cert_pem = read(cert)?;
-                let key_pem = read(key)?;
-                let chain = certificates(&cert_pem, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert)?;
-                let parsed = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-                    format!(
-                        "OTEL_EXPORTER_OTLP_CLIENT_KEY: no private key in {}: {e}",
-                        key.display()
-                    )
-                })?;
-                Some(ClientIdentity {
-                    cert_pem,
-                    key_pem,
-                    chain,
-                    key: parsed,
-                })
-            }
-            _ => None,
-        };
-        Ok(Some(Self { ca, identity }))
-    }
-
-    /// For tonic (OTLP/gRPC).
-    fn tonic(&self) -> ClientTlsConfig {
-        let tls = ClientTlsConfig::new();
-        let tls = match &self.ca {
-            Some((pem, _)) => tls.ca_certificate(Certificate::from_pem(pem)),
-            None => tls.with_webpki_roots(),
-        };
-        match &self.identity {
-            Some(id) => tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem)),
-            None => tls,
-        }
-    }
-
-    /// For hyper (OTLP/HTTP), on the ring provider tonic uses.
-    fn rustls(&self) -> Result<rustls::ClientConfig, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca {
-            Some((_, certs)) => {
-                for cert in certs {
-                    roots
-                        .add(cert.clone())
-                        .map_err(|e| format!("CA certificate: {e}"))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-        match &self.identity {
-            Some(id) => builder
-                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-                .map_err(|e| format!("client certificate and key: {e}")),
-            None => Ok(builder.with_no_client_auth()),
-        }
+            result
+        })
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// The certificates in the PEM file `variable` names; at least one.
-fn certificates(
-    pem: &[u8],
-    variable: &str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{variable}: {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{variable}: no PEM certificate in {}",
-            path.display()
-        ));
+/// An error and its sources, `: `-separated.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
     }
-    Ok(certs)
+    text
 }
 
 #[cfg(test)]
@@ -446,6 +414,27 @@ mod tests {
         assert!(
             !otel(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/x")]).endpoint_is_base
         );
+    }
+
+    #[tokio::test]
+    async fn the_http_client_keeps_the_cause_of_a_transport_failure() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cause = TransportCause::default();
+        let client = Diagnosed {
+            inner: HyperClient::with_default_connector(Duration::from_secs(5), None),
+            cause: cause.clone(),
+        };
+        let request = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
+            .body(bytes::Bytes::new())
+            .expect("request");
+        assert!(client.send_bytes(request).await.is_err());
+        let text = cause.take().expect("the cause is kept");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert_eq!(cause.take(), None, "and taken once");
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //!   span and its children (`flags.evaluate`, `engine.detect`) and the
 //!   dark-launch candidate are SDK spans of that tracer, batched by the
 //!   SDK's `BatchSpanProcessor` and exported by `opentelemetry-otlp`
-//!   (OTLP/gRPC with TLS and gzip, or OTLP/HTTP), configured from the
-//!   `OTEL_*` variables the settings read ([`export`]). Two applications in
-//!   one process can export to two collectors.
+//!   (OTLP/gRPC or OTLP/HTTP, either with TLS, mutual TLS and gzip),
+//!   configured from the `OTEL_*` variables the settings read ([`export`],
+//!   [`tls`]). Two applications in one process can export to two
+//!   collectors.
 //!
 //! [`Tracing::new`] returns the handle and a [`TelemetryGuard`]:
 //! [`TelemetryGuard::shutdown`] flushes the last spans (bounded) at the end
@@ -23,6 +24,7 @@ pub mod b3;
 pub mod export;
 pub mod json;
 mod rpc;
+pub mod tls;
 
 pub use export::ExportCounters;
 pub use rpc::{ChildSpan, RpcSpan, Trace};

@@ -243,6 +243,26 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
             vec![("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign")],
             "OTEL_EXPORTER_OTLP_HEADERS",
         ),
+        // A value no HTTP header can carry (a line feed), for either
+        // protocol.
+        (
+            vec!["--otlp-endpoint", "http://collector:4318"],
+            vec![
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=a%0Ab"),
+            ],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_EXPORTER_OTLP_HEADERS", "token-bin=abc")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
         (
             vec!["--otlp-endpoint", "http://collector:4317"],
             vec![("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s")],
