@@ -159,6 +159,20 @@ struct Traced {
 impl Traced {
     /// The test settings with `env` injected (no process environment).
     async fn spawn(env: &[(&str, &str)]) -> Self {
+        // The exporter crate reads these from the process behind the
+        // settings (src/telemetry/export.rs); with one set, these tests
+        // would not test what they say.
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        ] {
+            assert!(
+                std::env::var_os(name).is_none(),
+                "{name} is set in the test process: unset it (scripts/test does)"
+            );
+        }
         let settings = settings_in(env, &[]).expect("valid settings");
         let (tracing, guard) = Tracing::new(&settings).expect("trace pipeline");
         assert!(tracing.exporting(), "an endpoint is configured");
