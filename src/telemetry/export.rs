@@ -309,8 +309,8 @@ fn exporter(
 pub struct TransportCause(Arc<Mutex<Option<String>>>);
 
 impl TransportCause {
-    fn set(&self, cause: String) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(cause);
+    fn set(&self, cause: Option<String>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = cause;
     }
 
     fn take(&self) -> Option<String> {
@@ -337,9 +337,9 @@ impl<C: HttpClient> HttpClient for Diagnosed<C> {
     {
         Box::pin(async move {
             let result = self.inner.send_bytes(request).await;
-            if let Err(error) = &result {
-                self.cause.set(chain(error.as_ref()));
-            }
+            // The last attempt's: an answer (any status) clears it.
+            self.cause
+                .set(result.as_ref().err().map(|error| chain(error.as_ref())));
             result
         })
     }
