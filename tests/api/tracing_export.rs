@@ -62,11 +62,7 @@ impl TraceService for Collector {
             self.0.refused.fetch_add(1, Ordering::SeqCst);
             return Err(tonic::Status::unavailable("not now"));
         }
-        self.0
-            .requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(request.into_inner());
+        lock(&self.0.requests).push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -102,13 +98,7 @@ impl Collector {
     }
 
     fn spans(&self) -> Vec<(BTreeMap<String, String>, Span)> {
-        spans_of(
-            &self
-                .0
-                .requests
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        spans_of(&lock(&self.0.requests))
     }
 
     fn refused(&self) -> usize {
