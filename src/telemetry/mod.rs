@@ -39,7 +39,7 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -90,13 +90,17 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// What an application records spans with: the tracer (absent when export
-/// is off: no span is built, log lines still get ids), the propagators
-/// that read the caller's context (W3C `traceparent`/`tracestate`, B3),
-/// and the export counters. Cheap to clone.
+/// What an application records spans with: the tracer and its sampler
+/// (absent when export is off: no span is built, log lines still get ids),
+/// the propagators that read the caller's context (W3C
+/// `traceparent`/`tracestate`, B3), and the export counters. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Tracing {
     tracer: Option<SdkTracer>,
+    /// The provider's sampler, asked before a server span is built (see
+    /// [`rpc`]).
+    sampler: Sampler,
     propagator: Arc<TextMapCompositePropagator>,
     counters: ExportCounters,
 }
@@ -114,6 +118,7 @@ impl Default for Tracing {
     fn default() -> Self {
         Self {
             tracer: None,
+            sampler: Sampler::AlwaysOff,
             propagator: Arc::new(TextMapCompositePropagator::new(vec![
                 Box::new(b3::B3Propagator::default()),
                 // Last, so it wins when both are present.
@@ -160,12 +165,15 @@ impl Tracing {
             ])
             .build();
         let processor = export::processor(endpoint, otel, tracing.counters.clone())?;
+        let sampler = export::sampler(otel.sampler);
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_sampler(export::sampler(otel.sampler))
+            .with_sampler(sampler.clone())
+            .with_id_generator(rpc::JudgedTraceIds::default())
             .with_span_processor(processor)
             .build();
         tracing.tracer = Some(provider.tracer(SCOPE));
+        tracing.sampler = sampler;
         Ok((
             tracing,
             TelemetryGuard {

@@ -179,13 +179,21 @@ impl Traced {
 
     /// One sampled Detect call in trace `trace`.
     async fn detect(&self, trace: &str) {
+        self.detect_with(Some(trace)).await;
+    }
+
+    /// One Detect call, in trace `trace` (a sampled parent) or in a trace
+    /// of its own.
+    async fn detect_with(&self, trace: Option<&str>) {
         let mut request = tonic::Request::new(pb::DetectRequest {
             text: "A perfectly ordinary English sentence".into(),
         });
-        request.metadata_mut().insert(
-            "traceparent",
-            format!("00-{trace}-{PARENT}-01").parse().expect("ascii"),
-        );
+        if let Some(trace) = trace {
+            request.metadata_mut().insert(
+                "traceparent",
+                format!("00-{trace}-{PARENT}-01").parse().expect("ascii"),
+            );
+        }
         self.app
             .detector()
             .await
@@ -304,6 +312,85 @@ async fn two_applications_in_one_process_export_to_their_own_collectors() {
             );
         }
     }
+}
+
+/// Whether the specification's `TraceIdRatioBased` rule samples
+/// `trace_id` at `ratio`: the low 8 bytes, shifted right by one, under
+/// `ratio` of 2^63.
+fn ratio_samples(trace_id: &[u8], ratio: f64) -> bool {
+    let low: [u8; 8] = trace_id[8..16].try_into().expect("16-byte trace id");
+    (u64::from_be_bytes(low) >> 1) < (ratio * (1u64 << 63) as f64) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ratio_sampler_judges_each_server_span_by_its_own_trace_id() {
+    // The sampler is asked before the SDK builds a span (dropped calls get
+    // none); the span it keeps must carry the trace id it judged, or the
+    // SDK would judge a second id and sample a quarter, not a half.
+    let collector = Collector::default();
+    let endpoint = format!("http://{}", collector.serve(None, false).await);
+    let app = Traced::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ])
+    .await;
+    const ROOTS: usize = 400;
+    for _ in 0..ROOTS {
+        app.detect_with(None).await;
+    }
+    // Not parent-based: a sampled caller is judged by its trace id too.
+    let kept = format!("{:016x}{:016x}", 0x5eed_u64, 1_u64);
+    let dropped = format!("{:016x}{:016x}", 0x5eed_u64, u64::MAX);
+    app.detect(&kept).await;
+    app.detect(&dropped).await;
+    let (exported, failures) = app.flush().await;
+    assert_eq!(failures, 0);
+
+    let spans = collector.spans();
+    assert_eq!(exported as usize, spans.len());
+    let servers: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == DETECT)
+        .collect();
+    for server in &servers {
+        assert!(
+            ratio_samples(&server.trace_id, 0.5),
+            "exported server span in trace {} is one the ratio drops",
+            hex(&server.trace_id)
+        );
+        assert_eq!(
+            names_in(&spans, &hex(&server.trace_id)),
+            three_spans(),
+            "a sampled call exports its three spans"
+        );
+    }
+    assert_eq!(
+        spans.len(),
+        3 * servers.len(),
+        "no span outside a sampled call"
+    );
+    assert_eq!(
+        names_in(&spans, &kept),
+        three_spans(),
+        "the low trace id is kept"
+    );
+    assert!(
+        names_in(&spans, &dropped).is_empty(),
+        "the high trace id is dropped"
+    );
+    let roots = servers
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .count();
+    // At one half: 200 ± 10 (one standard deviation); judged twice, at a
+    // quarter: 100 ± 8.7. Outside 150..=250 is five deviations away for
+    // the right rate.
+    assert!(
+        (150..=250).contains(&roots),
+        "{roots} of {ROOTS} calls sampled at a ratio of 0.5"
+    );
 }
 
 /// A test CA, a `localhost` server certificate and a client certificate it
