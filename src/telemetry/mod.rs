@@ -7,9 +7,10 @@
 //!   (see [`json`]).
 //! - Traces are not process-wide: [`Tracing`] is a handle (the SDK tracer
 //!   of one provider and the W3C + B3 propagators) that the application is
-//!   given and passes down, like its metrics registry. Each RPC's server
-//!   span and its children (`flags.evaluate`, `engine.detect`) and the
-//!   dark-launch candidate are SDK spans of that tracer, batched by the
+//!   given and passes down, like its metrics registry. Each sampled RPC's
+//!   server span and its children (`flags.evaluate`, `engine.detect`) and
+//!   the dark-launch candidate are SDK spans of that tracer (a call the
+//!   sampler drops gets a span context only, see [`rpc`]), batched by the
 //!   SDK's `BatchSpanProcessor` and exported by `opentelemetry-otlp`
 //!   (OTLP/gRPC or OTLP/HTTP, either with TLS, mutual TLS and gzip),
 //!   configured from the `OTEL_*` variables the settings read ([`export`],
