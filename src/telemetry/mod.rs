@@ -10,7 +10,7 @@
 //!   given and passes down, like its metrics registry. Each sampled RPC's
 //!   server span and its children (`flags.evaluate`, `engine.detect`) and
 //!   the dark-launch candidate are SDK spans of that tracer (a call the
-//!   sampler drops gets a span context only, see [`rpc`]), batched by the
+//!   sampler drops gets a span context only, see `rpc.rs`), batched by the
 //!   SDK's `BatchSpanProcessor` and exported by `opentelemetry-otlp`
 //!   (OTLP/gRPC or OTLP/HTTP, either with TLS, mutual TLS and gzip),
 //!   configured from the `OTEL_*` variables the settings read ([`export`],
