@@ -178,7 +178,7 @@ impl Rule {
         Ok(Rule { root, needs_time })
     }
 
-    /// A rule whose every evaluation is a PARSE_ERROR (see [`Node::Unparseable`]).
+    /// A rule whose every evaluation is a PARSE_ERROR (see `Node::Unparseable`).
     pub fn unparseable() -> Self {
         Rule {
             root: Node::Unparseable,

@@ -106,7 +106,7 @@ pub async fn serve<S: GrpcService>(
     connections.wait().await;
 }
 
-/// `age` moved by up to ±[`AGE_JITTER`]; `unit` is uniform in [0, 1).
+/// `age` moved by up to ±`AGE_JITTER`; `unit` is uniform in [0, 1).
 pub fn jittered(age: Duration, unit: f64) -> Duration {
     age.mul_f64(1.0 + AGE_JITTER * (2.0 * unit - 1.0))
 }
