@@ -130,7 +130,11 @@ where
         let log_span = span.log.clone();
         let completion = Completion::start(method, shadow, span);
         let (received, sent) = completion.message_counters();
-        let body = Body::new(CountingBody::new(body, received, None));
+        let body = Body::new(CountingBody::request(
+            body,
+            received,
+            completion.request_broke_off(),
+        ));
         let req = http::Request::from_parts(parts, body);
 
         let deadline = grpc_timeout(req.headers());
@@ -158,7 +162,7 @@ where
                 completion.finish(code);
                 return Ok(response);
             }
-            Ok(response.map(|body| Body::new(CountingBody::new(body, sent, Some(completion)))))
+            Ok(response.map(|body| Body::new(CountingBody::response(body, sent, completion))))
         })
     }
 }

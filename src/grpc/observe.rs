@@ -3,10 +3,15 @@
 //!
 //! An RPC ends when its response ends: at the trailers (or a trailers-only
 //! response), so a stream is measured for its whole life. A response body
-//! dropped before its trailers means the client went away: `Canceled`.
+//! dropped before its trailers means the client went away: `Canceled`. So
+//! does a request body that breaks off (the client closed its connection
+//! mid-message, or broke the stream): tonic fails the handler with
+//! `Unknown`, a server error by the RPC conventions, although the call was
+//! the client's to end.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -66,15 +71,31 @@ pub struct CountingBody<B> {
     messages: Counter,
     /// Response bodies finish the RPC at their trailers.
     completion: Option<Completion>,
+    /// Request bodies say here that they broke off.
+    broke_off: Option<Arc<AtomicBool>>,
 }
 
 impl<B> CountingBody<B> {
-    pub fn new(inner: B, messages: Counter, completion: Option<Completion>) -> Self {
+    /// A request body; a read error is flagged on the call's [`Completion`]
+    /// ([`Completion::request_broke_off`]).
+    pub fn request(inner: B, messages: Counter, broke_off: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             counter: MessageCounter::default(),
             messages,
-            completion,
+            completion: None,
+            broke_off: Some(broke_off),
+        }
+    }
+
+    /// A response body, which finishes the RPC.
+    pub fn response(inner: B, messages: Counter, completion: Completion) -> Self {
+        Self {
+            inner,
+            counter: MessageCounter::default(),
+            messages,
+            completion: Some(completion),
+            broke_off: None,
         }
     }
 }
@@ -108,6 +129,9 @@ where
             Poll::Ready(Some(Err(_))) => {
                 if let Some(completion) = this.completion.take() {
                     completion.finish(tonic::Code::Internal);
+                }
+                if let Some(broke_off) = &this.broke_off {
+                    broke_off.store(true, Ordering::Relaxed);
                 }
             }
             Poll::Ready(None) => {
@@ -154,6 +178,8 @@ pub struct Completion {
     shadow: bool,
     started: Instant,
     span: RpcSpan,
+    /// Set by the request body when it broke off.
+    request_broke_off: Arc<AtomicBool>,
     done: bool,
 }
 
@@ -167,6 +193,7 @@ impl Completion {
             shadow,
             started: Instant::now(),
             span,
+            request_broke_off: Arc::new(AtomicBool::new(false)),
             done: false,
         }
     }
@@ -177,6 +204,12 @@ impl Completion {
         (series.received.clone(), series.sent.clone())
     }
 
+    /// Where the request body flags that it broke off
+    /// ([`CountingBody::request`]).
+    pub fn request_broke_off(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.request_broke_off)
+    }
+
     pub fn finish(mut self, code: tonic::Code) {
         self.record(code);
     }
@@ -185,6 +218,13 @@ impl Completion {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        // The handler failed because the client left: the client's doing.
+        let code = if code == tonic::Code::Unknown && self.request_broke_off.load(Ordering::Relaxed)
+        {
+            tonic::Code::Cancelled
+        } else {
+            code
+        };
         let elapsed = self.started.elapsed();
         let series = self.method.series(self.shadow);
         series.in_flight.dec();

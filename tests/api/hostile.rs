@@ -63,6 +63,21 @@ fn request_headers(path: &str) -> Vec<u8> {
     block
 }
 
+/// A Detect on stream 1 whose message prefix claims 1000 bytes of which 3
+/// arrive, in one DATA frame with `flags` (END_STREAM or not).
+fn cut_short_detect(flags: u8) -> Vec<u8> {
+    let mut frames = Vec::new();
+    frame(
+        &mut frames,
+        HEADERS,
+        END_HEADERS,
+        1,
+        &request_headers("/switchyard.v1.Detector/Detect"),
+    );
+    frame(&mut frames, DATA, flags, 1, &[0, 0, 0, 3, 232, 1, 2, 3]);
+    frames
+}
+
 /// A raw connection: preface and empty SETTINGS sent; a reader task
 /// collects the frame types the server sends until it closes.
 struct Raw {
@@ -349,23 +364,7 @@ async fn garbage_and_truncated_frames_end_the_connection_or_the_call() {
     // A gRPC message cut short by the end of the stream: the call ends with
     // a status (trailers), the connection stays usable.
     let mut attacker = Raw::open(&app).await;
-    let mut partial = Vec::new();
-    frame(
-        &mut partial,
-        HEADERS,
-        END_HEADERS,
-        1,
-        &request_headers("/switchyard.v1.Detector/Detect"),
-    );
-    // gRPC message prefix claims 1000 bytes; 3 arrive, then END_STREAM.
-    frame(
-        &mut partial,
-        DATA,
-        END_STREAM,
-        1,
-        &[0, 0, 0, 3, 232, 1, 2, 3],
-    );
-    assert!(attacker.send(&partial).await);
+    assert!(attacker.send(&cut_short_detect(END_STREAM)).await);
     let seen = attacker
         .until(Duration::from_secs(3), |s| {
             !s.rst_streams.is_empty() || s.closed
@@ -373,6 +372,57 @@ async fn garbage_and_truncated_frames_end_the_connection_or_the_call() {
         .await;
     println!("truncated gRPC frame: {seen:?}");
     bystander.finish("garbage").await;
+}
+
+/// The Detect lines of `grpc_server_<name>_total` on `app`'s /metrics.
+async fn detect_series(app: &TestApp, name: &str) -> Vec<String> {
+    let (_, body) = app.admin_get("/metrics").await;
+    let prefix = format!("grpc_server_{name}_total{{");
+    body.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains("grpc_method=\"Detect\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `detect_series` until `done` holds (at most 5 s).
+async fn detect_series_until(
+    app: &TestApp,
+    name: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let series = detect_series(app, name).await;
+        if done(&series) || Instant::now() > deadline {
+            return series;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_message_is_counted_as_canceled_not_as_a_server_error() {
+    // tonic fails a handler whose request body breaks off with UNKNOWN, a
+    // server error for the RED metrics, the span and the canary analysis;
+    // the client ended the call.
+    let app = app(&[]).await;
+    let mut client = Raw::open(&app).await;
+    // The stream stays open.
+    assert!(client.send(&cut_short_detect(0)).await);
+    let started =
+        detect_series_until(&app, "started", |s| s.iter().any(|l| l.ends_with(" 1"))).await;
+    assert!(
+        started.iter().any(|l| l.ends_with(" 1")),
+        "the call started: {started:?}"
+    );
+    // The client leaves: its connection closes with the message unfinished.
+    drop(client);
+    let handled = detect_series_until(&app, "handled", |s| !s.is_empty()).await;
+    assert_eq!(handled.len(), 1, "one call ended: {handled:?}");
+    assert!(
+        handled[0].contains("grpc_code=\"Canceled\"") && handled[0].ends_with(" 1"),
+        "counted as Canceled: {handled:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
