@@ -85,6 +85,24 @@ thread_local! {
     static JUDGED: Cell<Option<TraceId>> = const { Cell::new(None) };
 }
 
+/// Hands `trace_id` to [`JudgedTraceIds`] for the span about to start on
+/// this thread; the hand-over ends when dropped, whether the SDK took it
+/// or not (its provider is shut down, or it panicked).
+struct Judged;
+
+impl Judged {
+    fn hand_over(trace_id: TraceId) -> Self {
+        JUDGED.with(|judged| judged.set(Some(trace_id)));
+        Judged
+    }
+}
+
+impl Drop for Judged {
+    fn drop(&mut self) {
+        JUDGED.with(|judged| judged.set(None));
+    }
+}
+
 /// The provider's id generator: random ids, except that the server span
 /// [`Tracing::server_span`] starts gets the trace id its sampler already
 /// judged (without a remote parent, the SDK asks for a new one).
@@ -170,15 +188,12 @@ impl Tracing {
                 span: None,
             };
         }
-        if parent.is_none() {
-            JUDGED.with(|judged| judged.set(Some(trace_id)));
-        }
+        let handed_over = parent.is_none().then(|| Judged::hand_over(trace_id));
         let mut span = tracer
             .span_builder(method.full_name.to_string())
             .with_kind(SpanKind::Server)
             .start_with_context(tracer, parent_cx);
-        // Taken by the SDK, unless its provider is shut down.
-        JUDGED.with(|judged| judged.set(None));
+        drop(handed_over);
         if span.is_recording() {
             span.set_attributes([
                 KeyValue::new("rpc.system", "grpc"),
