@@ -164,13 +164,13 @@ pub const SERVE_FLAGS: &[ServeFlag] = &[
         "engine-threads",
         "detector.engine_threads",
         "N",
-        "Engine pool threads; 0 = one per core",
+        "Engine threads and turns (detections run at once); 0 = one per core",
     ),
     flag(
         "inline-max-chars",
         "detector.inline_max_chars",
         "N",
-        "Texts up to N characters run inline when the engine is cheap (whatlang)",
+        "Texts up to N characters run inline (lingua on an engine turn); longer on the pool",
     ),
     flag(
         "max-concurrent-requests",

@@ -317,17 +317,20 @@ pub struct DetectorSettings {
     pub default_engine: EngineKind,
     /// Longest text accepted, in characters (Unicode scalar values).
     pub max_text_chars: usize,
-    /// Engine pool threads; 0 (the default) means one per available core
-    /// (the cgroup CPU quota counts), so CPU-bound detections never
-    /// outnumber the cores.
+    /// Engine pool threads, and engine turns: every detection but a light
+    /// one (whatlang inline) holds a turn while it runs, inline or on the
+    /// pool. 0 (the default) means one per available core (the cgroup CPU
+    /// quota counts), so CPU-bound detections never outnumber the cores.
     pub engine_threads: usize,
-    /// Texts up to this many characters run inline on the request task when
-    /// the engine is cheap (whatlang); longer ones, and every lingua call, go
-    /// to the engine pool. Default 1000: whatlang takes ~20 µs on a
-    /// sentence and ~30 µs at 1,000 characters, well under the ~100 µs a
-    /// Tokio task should run between awaits, and less than a handoff to
-    /// another thread costs on a loaded machine (BENCHMARKS.md, "Execution
-    /// model"); 0 sends everything to the pool.
+    /// Texts up to this many characters run inline on the request task:
+    /// whatlang at once, lingua once it holds an engine turn; longer ones
+    /// go to the engine pool. Default 1000: whatlang takes ~20 µs on a
+    /// sentence and ~30 µs at 1,000 characters, lingua ~270 µs and ~440 µs,
+    /// so a runtime worker is never held for more than about half a
+    /// millisecond; a handoff to another thread costs whatlang more than
+    /// its call, and cost lingua 12–16 % of its throughput against a bare
+    /// server (BENCHMARKS.md, "Execution model"); 0 sends everything to the
+    /// pool.
     pub inline_max_chars: usize,
 }
 

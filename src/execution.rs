@@ -6,15 +6,34 @@
 //!   A unary call that finds none is shed at once (RESOURCE_EXHAUSTED); a
 //!   stream's next message waits for one (the stream already is one slot of
 //!   work), counted as waiting.
-//! - **Inline.** A cheap engine ([`Engine::cheap`]: whatlang) on a text of
-//!   at most `detector.inline_max_chars` characters runs on the request task:
-//!   tens of microseconds, less than a handoff to another thread and back
-//!   costs in wake-ups and cache misses.
-//! - **Pool.** Everything else (lingua, long texts) runs on
-//!   `detector.engine_threads` threads (one per core by default) fed by one
-//!   queue. Every job holds its slot, so the queue never holds more than the
-//!   slots; a job whose caller has gone (its deadline passed, or it
-//!   cancelled) when a thread takes it is dropped without running. Before
+//! - **Turns.** `detector.engine_threads` engine turns (one per core by
+//!   default): every detection except a light one holds a turn while it
+//!   runs, so CPU-bound engine work never outnumbers the cores. A call
+//!   waits for its turn parked (not runnable, so it delays nobody), FIFO,
+//!   counted in the queue depth; a caller that leaves while waiting (its
+//!   deadline passed, or it cancelled) never runs and counts as abandoned.
+//! - **Inline.** On a text of at most `detector.inline_max_chars`
+//!   characters, an engine whose [`Engine::cost`] is [`Cost::Light`]
+//!   (whatlang: tens of microseconds) runs on the request task at once, and
+//!   one whose cost is [`Cost::Bounded`] (lingua: under a millisecond) runs
+//!   on the request task once it holds a turn. No thread handoff: a handoff
+//!   to another thread and back costs more than whatlang's call, and for
+//!   lingua it cost 12–16 % of throughput against a bare server, because
+//!   the runtime workers preempted the engine threads mid-detection about
+//!   twice a call (BENCHMARKS.md, "Execution model"). At most as many
+//!   detections hold workers as there are cores, and a call that has its
+//!   turn yields once before it runs: Tokio resumes it only after the
+//!   worker has polled for I/O, so a health check or another request's
+//!   reads and writes wait for at most about one detection per worker.
+//!   Without that yield, Health/Check p99 under lingua saturation was 20 ms
+//!   (the workers polled for I/O only every 61 tasks); with it, 0.7–5 ms,
+//!   where the engine pool gave 3.4–4.2 ms. The yield costs ~7 % of
+//!   lingua's short-text throughput in I/O batching (BENCHMARKS.md,
+//!   "Engine turns").
+//! - **Pool.** Everything else (an engine of [`Cost::Unknown`], texts over
+//!   the inline bound) runs on `detector.engine_threads` threads fed by
+//!   one queue, each job holding its turn and its slot; a job whose caller
+//!   has gone when a thread takes it is dropped without running. Before
 //!   this, every call went to Tokio's blocking pool, which grew to ~120
 //!   threads at saturation on two cores.
 //! - **Warm-up.** [`Executor::start`] starts the pool threads, and each runs
@@ -40,7 +59,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::engine::{Detection, Engine, EngineError, EngineKind, Engines};
+use crate::engine::{Cost, Detection, Engine, EngineError, EngineKind, Engines};
 use crate::telemetry::ChildSpan;
 
 /// Where a detection runs.
@@ -70,7 +89,8 @@ pub struct ExecutionStats {
     busy_nanos: [[AtomicU64; 2]; 2],
     /// Detections run, by `[engine][inline, pool]`.
     runs: [[AtomicU64; 2]; 2],
-    /// Jobs queued for a pool thread, not yet taken.
+    /// Calls waiting for an engine turn, and jobs queued for a pool thread
+    /// not yet taken.
     queued: AtomicUsize,
     /// Stream messages waiting for a slot.
     waiting: AtomicUsize,
@@ -93,7 +113,7 @@ impl ExecutionStats {
         self.runs[kind.index()][place as usize].load(Ordering::Relaxed)
     }
 
-    /// Jobs waiting in the pool's queue now.
+    /// Calls waiting for an engine turn or a pool thread now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
@@ -105,6 +125,7 @@ struct Job {
     engine: Arc<dyn Engine>,
     text: String,
     _permit: OwnedSemaphorePermit,
+    _turn: OwnedSemaphorePermit,
     _span: ChildSpan,
     reply: oneshot::Sender<std::thread::Result<Detection>>,
 }
@@ -112,6 +133,9 @@ struct Job {
 /// Admission, inline execution and the engine pool (see the module docs).
 pub struct Executor {
     slots: Arc<Semaphore>,
+    /// One per engine thread: held by every detection of a
+    /// [`Cost::Bounded`] engine and every pool job while it runs.
+    turns: Arc<Semaphore>,
     max_concurrent: usize,
     inline_max_chars: usize,
     threads: usize,
@@ -138,6 +162,7 @@ impl Executor {
         let (jobs, queue) = std::sync::mpsc::sync_channel(max_concurrent);
         let executor = Self {
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            turns: Arc::new(Semaphore::new(threads.max(1))),
             max_concurrent,
             inline_max_chars,
             threads: threads.max(1),
@@ -191,11 +216,31 @@ impl Executor {
 
     /// Where `engine` would run `chars` characters.
     pub fn place(&self, engine: &dyn Engine, chars: usize) -> Place {
-        if engine.cheap() && chars <= self.inline_max_chars {
-            Place::Inline
-        } else {
-            Place::Pool
+        match engine.cost() {
+            Cost::Light | Cost::Bounded if chars <= self.inline_max_chars => Place::Inline,
+            _ => Place::Pool,
         }
+    }
+
+    /// One of the engine turns: at once, or when one frees up (counted in
+    /// the queue depth while waiting; a caller that leaves while waiting,
+    /// e.g. at its deadline, is counted abandoned and never runs).
+    async fn turn(&self, kind: EngineKind) -> Result<OwnedSemaphorePermit, RunError> {
+        if let Ok(turn) = Arc::clone(&self.turns).try_acquire_owned() {
+            return Ok(turn);
+        }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = Waiting {
+            stats: &self.stats,
+            kind,
+            served: false,
+        };
+        let turn = Arc::clone(&self.turns)
+            .acquire_owned()
+            .await
+            .map_err(|_| RunError::Failed("the engine turns are closed".into()))?;
+        waiting.served = true;
+        Ok(turn)
     }
 
     /// Detects `text` (of `chars` characters) with `engine`, inline or on the
@@ -211,17 +256,32 @@ impl Executor {
     ) -> Result<Detection, RunError> {
         let kind = engine.kind();
         if self.place(engine.as_ref(), chars) == Place::Inline {
+            let turn = match engine.cost() {
+                Cost::Light => None,
+                _ => {
+                    let turn = self.turn(kind).await?;
+                    // Behind whatever is runnable now: Tokio resumes a
+                    // yielded task only after its worker has polled for
+                    // I/O, so health calls and other requests' reads and
+                    // writes get in between detections (BENCHMARKS.md,
+                    // "Engine turns").
+                    tokio::task::yield_now().await;
+                    Some(turn)
+                }
+            };
             let started = Instant::now();
             let answer = std::panic::catch_unwind(AssertUnwindSafe(|| engine.detect(&text)));
             self.stats.ran(kind, Place::Inline, started.elapsed());
-            drop((permit, span));
+            drop((turn, permit, span));
             return answer.map_err(|panic| self.failed(kind, &panic));
         }
+        let turn = self.turn(kind).await?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             engine: Arc::clone(engine),
             text,
             _permit: permit,
+            _turn: turn,
             _span: span,
             reply,
         };
@@ -301,6 +361,23 @@ impl Executor {
     }
 }
 
+/// A call waiting for an engine turn: leaves the queue when dropped, and
+/// counts as abandoned if it never got its turn.
+struct Waiting<'a> {
+    stats: &'a ExecutionStats,
+    kind: EngineKind,
+    served: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        if !self.served {
+            self.stats.abandoned[self.kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Decrements a gauge when dropped (a waiting call that is cancelled too).
 struct Decrement<'a>(&'a AtomicUsize);
 
@@ -346,6 +423,7 @@ impl Worker {
                 engine,
                 text,
                 _permit: permit,
+                _turn: turn,
                 _span: span,
                 reply,
             } = job;
@@ -360,7 +438,7 @@ impl Worker {
             self.stats.ran(kind, Place::Pool, started.elapsed());
             // Slot and span end before the caller hears back, so a caller
             // that has its answer never sees its own call still in use.
-            drop((permit, span));
+            drop((turn, permit, span));
             if reply.send(answer).is_err() {
                 self.stats.abandoned[kind.index()].fetch_add(1, Ordering::Relaxed);
             }
@@ -445,14 +523,14 @@ impl Collector for ExecutionCollector {
         single(
             &mut encoder,
             "engine_threads",
-            "Engine pool threads (the pool's capacity)",
+            "Engine pool threads, and engine turns: detections that may run at once, inline or on the pool (the engines' capacity)",
             MetricType::Gauge,
             gauge(self.threads),
         )?;
         single(
             &mut encoder,
             "engine_queue_depth",
-            "Detections queued for an engine pool thread",
+            "Detections waiting for an engine turn or an engine pool thread",
             MetricType::Gauge,
             gauge(s.queued.load(Ordering::Relaxed)),
         )?;

@@ -26,7 +26,7 @@
 //! - [`detection`]: the domain service (decide, validate, admit, run) and its
 //!   [`detection::Recorder`] (its metrics, log fields, span attributes).
 //! - [`release`]: the per-request decisions read from the flags.
-//! - [`execution`]: where engine work runs (slots, inline, the engine pool) and its USE series.
+//! - [`execution`]: where engine work runs (slots, engine turns, inline, the engine pool) and its USE series.
 //! - [`engine`]: the two engines behind one trait, their loader and [`engine::warm_up`].
 //! - [`dark_launch`]: candidates off the request path, bounded, compared.
 //! - [`fault`]: fault injection by the `fault-injection` flag.

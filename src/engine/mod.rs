@@ -3,8 +3,8 @@
 //! Both engines choose among the same [`Language`] set, so their answers are
 //! comparable: that is what makes A/B tests and dark launches between them
 //! meaningful. Engines are synchronous and CPU-bound; [`crate::execution`]
-//! runs them (inline when cheap, else on a fixed pool) and warms them up
-//! before readiness.
+//! runs them where their [`Cost`] says (inline, inline on an engine turn,
+//! or on a fixed pool) and warms them up before readiness.
 
 use std::fmt;
 use std::str::FromStr;
@@ -246,13 +246,28 @@ pub trait Engine: Send + Sync + 'static {
         }
     }
 
-    /// Whether a short text may run inline on the request task (up to
-    /// `detector.inline_max_chars`). Only for engines whose call costs tens
-    /// of microseconds; the default, `false`, always uses the engine pool,
-    /// so a slow or unknown engine can never stall the runtime.
-    fn cheap(&self) -> bool {
-        false
+    /// What a call on a text of up to `detector.inline_max_chars`
+    /// characters costs, which decides where it runs ([`Cost`]). The
+    /// default, [`Cost::Unknown`], always uses the engine pool, so a slow or
+    /// unknown engine can never stall the runtime.
+    fn cost(&self) -> Cost {
+        Cost::Unknown
     }
+}
+
+/// What an engine's call on a text of up to `detector.inline_max_chars`
+/// characters costs, measured (BENCHMARKS.md, "Execution model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// Tens of microseconds, like the rest of a request's work: runs inline
+    /// on the request task.
+    Light,
+    /// Under a millisecond: runs inline on the request task once it holds one
+    /// of the engine turns (one per engine thread), so at most that many such
+    /// calls hold runtime workers at once and the others wait parked.
+    Bounded,
+    /// Not measured, or unbounded: always on the engine pool.
+    Unknown,
 }
 
 /// whatlang restricted to [`Language::ALL`].
@@ -300,8 +315,8 @@ impl Engine for WhatlangEngine {
 
     /// ~20 µs for a sentence, ~30 µs at 1,000 characters (BENCHMARKS.md,
     /// "Execution model").
-    fn cheap(&self) -> bool {
-        true
+    fn cost(&self) -> Cost {
+        Cost::Light
     }
 
     fn detect(&self, text: &str) -> Detection {
@@ -359,6 +374,12 @@ impl LinguaEngine {
 impl Engine for LinguaEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Lingua
+    }
+
+    /// ~270 µs for a sentence, ~440 µs at 1,000 characters (BENCHMARKS.md,
+    /// "Execution model").
+    fn cost(&self) -> Cost {
+        Cost::Bounded
     }
 
     fn detect(&self, text: &str) -> Detection {

@@ -1,12 +1,13 @@
-//! Engine execution: readiness means warm, engine work stays off the
-//! runtime's workers and its threads are bounded, a passed deadline starts
-//! no work, and the USE series describe it.
+//! Engine execution: readiness means warm, engine work runs where its cost
+//! says (inline, inline on one of the engine turns, or on the pool) and
+//! never oversubscribes the cores, threads are bounded, a passed deadline
+//! starts no work, and the USE series describe it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchyard::engine::RealEngines;
+use switchyard::engine::{Cost, RealEngines};
 use switchyard::grpc::pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -45,8 +46,14 @@ async fn faults_of_one_call(app: &TestApp, text: &str) -> u64 {
     engine_thread_faults() - before
 }
 
+/// lingua as the default engine, every call on the engine pool: the models
+/// are mapped once per process, so where a call runs does not change what
+/// it faults in, and on the pool only the engine's own faults are counted.
 fn lingua_settings() -> switchyard::configuration::Settings {
-    settings(&[("detector.default_engine", "lingua")])
+    settings(&[
+        ("detector.default_engine", "lingua"),
+        ("detector.inline_max_chars", "0"),
+    ])
 }
 
 #[tokio::test]
@@ -153,7 +160,7 @@ async fn saturated_detect_health_still_answers() {
             ("server.max_concurrent_requests", "16"),
             ("detector.engine_threads", "2"),
         ]),
-        Arc::new(BusyLinguaLoader(Duration::from_millis(150))),
+        BusyLinguaLoader::new(Duration::from_millis(150), Cost::Unknown),
     )
     .await
     .ready()
@@ -162,18 +169,7 @@ async fn saturated_detect_health_still_answers() {
     let channel = app.channel().await;
     // 16 calls fill every slot; each keeps an engine thread spinning for
     // 150 ms, so the two threads are busy for ~1.2 s.
-    let calls: Vec<_> = (0..16)
-        .map(|i| {
-            let mut client = pb::detector_client::DetectorClient::new(channel.clone());
-            tokio::spawn(async move {
-                client
-                    .detect(pb::DetectRequest {
-                        text: format!("Good morning number {i}"),
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let calls = spawn_calls(&channel, 16);
     // Wait until every slot is taken and the queue holds the rest.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -223,12 +219,25 @@ async fn saturated_detect_health_still_answers() {
 /// runs: the thread drops it and counts it abandoned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_deadline_passed_in_the_queue_never_runs() {
+    deadline_passes_while_waiting(Cost::Unknown, "pool").await;
+}
+
+/// The same for a call waiting for an engine turn to run inline: it leaves
+/// the wait at its deadline, counted abandoned, and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_deadline_passed_waiting_for_a_turn_never_runs() {
+    deadline_passes_while_waiting(Cost::Bounded, "inline").await;
+}
+
+/// One engine thread (so one turn), one call holding it for 600 ms, and a
+/// second call with a 100 ms deadline behind it.
+async fn deadline_passes_while_waiting(cost: Cost, executor: &str) {
     let app = TestApp::spawn_with(
         settings(&[
             ("detector.default_engine", "lingua"),
             ("detector.engine_threads", "1"),
         ]),
-        Arc::new(BusyLinguaLoader(Duration::from_millis(600))),
+        BusyLinguaLoader::new(Duration::from_millis(600), cost),
     )
     .await
     .ready()
@@ -264,7 +273,7 @@ async fn a_call_whose_deadline_passed_in_the_queue_never_runs() {
         "{err:?}"
     );
     holding.await.expect("no panic").expect("first call served");
-    // The abandoned job is dropped when the thread frees up.
+    // The abandoned call is counted (on the pool: when the thread frees up).
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let (_, text) = app.admin_get("/metrics").await;
@@ -281,11 +290,108 @@ async fn a_call_whose_deadline_passed_in_the_queue_never_runs() {
     assert_eq!(
         sample(
             &text,
-            r#"switchyard_engine_calls_total{engine="lingua",executor="pool"}"#
+            &format!(r#"switchyard_engine_calls_total{{engine="lingua",executor="{executor}"}}"#)
         ),
         1.0,
         "only the first call ran: {text}"
     );
+    assert_eq!(
+        sample(&text, "switchyard_engine_queue_depth"),
+        0.0,
+        "{text}"
+    );
+}
+
+/// A [`Cost::Bounded`] engine (lingua) runs inline on the request task, but
+/// never more of its calls at once than there are engine turns (one per
+/// engine thread): the others wait parked, counted in the queue depth,
+/// while health answers. Control: the same engine declared
+/// [`Cost::Light`] (inline without a turn) runs as many calls at once as
+/// the runtime has workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bounded_engines_run_inline_never_more_at_once_than_the_turns() {
+    let (most, queued) = saturate_inline(Cost::Bounded, true).await;
+    assert!(most <= 2, "{most} Bounded calls ran at once on 2 turns");
+    assert!(queued >= 1.0, "calls beyond the turns wait in the queue");
+    let (most, queued) = saturate_inline(Cost::Light, false).await;
+    assert!(
+        most > 2,
+        "control: Light calls are not gated, yet only {most} ran at once on 4 workers"
+    );
+    assert_eq!(queued, 0.0, "control: Light calls never queue");
+}
+
+/// 16 calls of 40 ms each on 2 engine threads; returns the most that ran
+/// at once and the deepest queue seen. With `health`, Health/Check must
+/// answer within 1 s while more calls are admitted than the turns.
+async fn saturate_inline(cost: Cost, health: bool) -> (usize, f64) {
+    let loader = BusyLinguaLoader::new(Duration::from_millis(40), cost);
+    let app = TestApp::spawn_with(
+        settings(&[
+            ("detector.default_engine", "lingua"),
+            ("server.max_concurrent_requests", "16"),
+            ("detector.engine_threads", "2"),
+        ]),
+        loader.clone(),
+    )
+    .await
+    .ready()
+    .await;
+    let channel = app.channel().await;
+    let calls = spawn_calls(&channel, 16);
+    let (mut queued, mut admitted): (f64, f64) = (0.0, 0.0);
+    let mut checked = !health;
+    while calls.iter().any(|c| !c.is_finished()) {
+        let (_, text) = http_get(app.admin_addr, "/metrics").await;
+        queued = queued.max(sample(&text, "switchyard_engine_queue_depth"));
+        let in_use = sample(&text, "switchyard_engine_slots_in_use");
+        admitted = admitted.max(in_use);
+        if !checked && in_use > 2.0 {
+            let status = tokio::time::timeout(Duration::from_secs(1), app.check(""))
+                .await
+                .expect("Health/Check answers within 1 s while Detect saturates")
+                .expect("check");
+            assert_eq!(status, ServingStatus::Serving);
+            checked = true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for call in calls {
+        call.await.expect("no panic").expect("served");
+    }
+    assert!(
+        checked,
+        "health was checked while the calls ran (at most {admitted} admitted at once)"
+    );
+    let (_, text) = app.admin_get("/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchyard_engine_calls_total{engine="lingua",executor="inline"}"#
+        ),
+        16.0,
+        "{text}"
+    );
+    (loader.most_at_once(), queued)
+}
+
+/// `n` concurrent Detect calls on `channel`, each its own task.
+fn spawn_calls(
+    channel: &tonic::transport::Channel,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<tonic::Response<pb::DetectResponse>, tonic::Status>>> {
+    (0..n)
+        .map(|i| {
+            let mut client = pb::detector_client::DetectorClient::new(channel.clone());
+            tokio::spawn(async move {
+                client
+                    .detect(pb::DetectRequest {
+                        text: format!("Good morning number {i}"),
+                    })
+                    .await
+            })
+        })
+        .collect()
 }
 
 /// The value of the first sample line starting with `series` (name plus
@@ -306,56 +412,33 @@ fn process_threads() -> usize {
 }
 
 #[tokio::test]
-async fn whatlang_runs_inline_and_lingua_on_the_pool() {
-    let app = TestApp::spawn_configured(&[("detector.default_engine", "whatlang")]).await;
-    app.detect("Good morning, how are you today?", "alice")
-        .await
-        .expect("whatlang");
-    let (_, text) = app.admin_get("/metrics").await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"switchyard_engine_calls_total{engine="whatlang",executor="inline"}"#
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"switchyard_engine_calls_total{engine="whatlang",executor="pool"}"#
-        ),
-        0.0,
-        "{text}"
-    );
+async fn short_texts_run_inline_and_long_ones_on_the_pool() {
     let long = "word ".repeat(400);
-    app.detect(&long, "alice").await.expect("long whatlang");
-    let (_, text) = app.admin_get("/metrics").await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"switchyard_engine_calls_total{engine="whatlang",executor="pool"}"#
-        ),
-        1.0,
-        "a text over inline_max_chars goes to the pool: {text}"
-    );
-    // lingua (the default engine) is never cheap enough to run inline.
-    let lingua = TestApp::spawn().await;
-    lingua
-        .detect("Good morning, how are you today?", "alice")
-        .await
-        .expect("lingua");
-    let (_, text) = lingua.admin_get("/metrics").await;
-    for (executor, calls) in [("pool", 1.0), ("inline", 0.0)] {
-        assert_eq!(
+    for engine in ["whatlang", "lingua"] {
+        let app = TestApp::spawn_configured(&[("detector.default_engine", engine)]).await;
+        let calls = |text: &str, executor: &str| {
             sample(
-                &text,
+                text,
                 &format!(
-                    r#"switchyard_engine_calls_total{{engine="lingua",executor="{executor}"}}"#
-                )
-            ),
-            calls,
-            "{text}"
+                    r#"switchyard_engine_calls_total{{engine="{engine}",executor="{executor}"}}"#
+                ),
+            )
+        };
+        app.detect("Good morning, how are you today?", "alice")
+            .await
+            .expect("short");
+        let (_, text) = app.admin_get("/metrics").await;
+        assert_eq!(
+            (calls(&text, "inline"), calls(&text, "pool")),
+            (1.0, 0.0),
+            "{engine}: a sentence runs inline: {text}"
+        );
+        app.detect(&long, "alice").await.expect("long");
+        let (_, text) = app.admin_get("/metrics").await;
+        assert_eq!(
+            (calls(&text, "inline"), calls(&text, "pool")),
+            (1.0, 1.0),
+            "{engine}: a text over inline_max_chars goes to the pool: {text}"
         );
     }
 }

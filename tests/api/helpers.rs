@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use switchyard::configuration::{Overrides, Settings};
 use switchyard::engine::{
-    Detection, Engine, EngineError, EngineKind, EngineLoader, Engines, LoadedEngine, RealEngines,
-    WhatlangEngine,
+    Cost, Detection, Engine, EngineError, EngineKind, EngineLoader, Engines, LoadedEngine,
+    RealEngines, WhatlangEngine,
 };
 use switchyard::grpc::pb;
 use switchyard::grpc::pb::admin_client::AdminClient;
@@ -729,13 +730,40 @@ impl EngineLoader for UnwarmedLinguaLoader {
     }
 }
 
-/// A lingua that keeps a core busy for `0` per call (spinning, not
-/// sleeping): CPU-bound work that saturates the engine threads.
-pub struct BusyLinguaLoader(pub Duration);
+/// A lingua that keeps a core busy for `spin` per call (spinning, not
+/// sleeping): CPU-bound work that saturates the engine threads or turns.
+/// It declares the [`Cost`] it is given and records the most detections
+/// that ran at once.
+pub struct BusyLinguaLoader {
+    spin: Duration,
+    cost: Cost,
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl BusyLinguaLoader {
+    /// Spins `spin` per call; declares `cost` (which decides where it runs).
+    pub fn new(spin: Duration, cost: Cost) -> Arc<Self> {
+        Arc::new(Self {
+            spin,
+            cost,
+            running: Arc::new(AtomicUsize::new(0)),
+            most: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The most detections that were running at the same moment.
+    pub fn most_at_once(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
 
 struct Busy {
     inner: Arc<dyn Engine>,
     spin: Duration,
+    cost: Cost,
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
 }
 
 impl Engine for Busy {
@@ -744,20 +772,34 @@ impl Engine for Busy {
     }
 
     fn detect(&self, text: &str) -> Detection {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
         let until = Instant::now() + self.spin;
         let mut x = 0u64;
         while Instant::now() < until {
             x = std::hint::black_box(x.wrapping_add(1));
         }
+        self.running.fetch_sub(1, Ordering::SeqCst);
         self.inner.detect(text)
     }
 
     fn warm_up(&self) {}
+
+    fn cost(&self) -> Cost {
+        self.cost
+    }
 }
 
 impl EngineLoader for BusyLinguaLoader {
     fn load(&self) -> Result<Engines, EngineError> {
-        let spin = self.0;
-        with_lingua(|inner| Arc::new(Busy { inner, spin }))
+        with_lingua(|inner| {
+            Arc::new(Busy {
+                inner,
+                spin: self.spin,
+                cost: self.cost,
+                running: Arc::clone(&self.running),
+                most: Arc::clone(&self.most),
+            })
+        })
     }
 }
