@@ -27,9 +27,9 @@
 //!   reads and writes wait for at most about one detection per worker.
 //!   Without that yield, Health/Check p99 under lingua saturation was 20 ms
 //!   (the workers polled for I/O only every 61 tasks); with it, 0.7–5 ms,
-//!   where the engine pool gave 3.4–4.2 ms. The yield costs ~7 % of
-//!   lingua's short-text throughput in I/O batching (BENCHMARKS.md,
-//!   "Engine turns").
+//!   where the engine pool gave 3.4–4.2 ms. The yield costs 5–10 % of
+//!   lingua's short-text throughput, and yielding less often did not win
+//!   it back (BENCHMARKS.md, "Engine turns").
 //! - **Pool.** Everything else (an engine of [`Cost::Unknown`], texts over
 //!   the inline bound) runs on `detector.engine_threads` threads fed by
 //!   one queue, each job holding its turn and its slot; a job whose caller
