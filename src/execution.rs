@@ -26,7 +26,7 @@
 //!   worker has polled for I/O, so a health check or another request's
 //!   reads and writes wait for at most about one detection per worker.
 //!   Without that yield, Health/Check p99 under lingua saturation was 20 ms
-//!   (the workers polled for I/O only every 61 tasks); with it, 0.7–5 ms,
+//!   (the workers polled for I/O only every 61 tasks); with it, 0.7–2.2 ms,
 //!   where the engine pool gave 3.4–4.2 ms. The yield costs 5–10 % of
 //!   lingua's short-text throughput, and yielding less often did not win
 //!   it back (BENCHMARKS.md, "Engine turns").
