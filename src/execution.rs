@@ -216,7 +216,11 @@ impl Executor {
 
     /// Where `engine` would run `chars` characters.
     pub fn place(&self, engine: &dyn Engine, chars: usize) -> Place {
-        match engine.cost() {
+        self.place_by_cost(engine.cost(), chars)
+    }
+
+    fn place_by_cost(&self, cost: Cost, chars: usize) -> Place {
+        match cost {
             Cost::Light | Cost::Bounded if chars <= self.inline_max_chars => Place::Inline,
             _ => Place::Pool,
         }
@@ -231,8 +235,8 @@ impl Executor {
         }
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Waiting {
-            stats: &self.stats,
-            kind,
+            _queued: Decrement(&self.stats.queued),
+            abandoned: &self.stats.abandoned[kind.index()],
             served: false,
         };
         let turn = Arc::clone(&self.turns)
@@ -254,9 +258,9 @@ impl Executor {
         permit: OwnedSemaphorePermit,
         span: ChildSpan,
     ) -> Result<Detection, RunError> {
-        let kind = engine.kind();
-        if self.place(engine.as_ref(), chars) == Place::Inline {
-            let turn = match engine.cost() {
+        let (kind, cost) = (engine.kind(), engine.cost());
+        if self.place_by_cost(cost, chars) == Place::Inline {
+            let turn = match cost {
                 Cost::Light => None,
                 _ => {
                     let turn = self.turn(kind).await?;
@@ -364,16 +368,15 @@ impl Executor {
 /// A call waiting for an engine turn: leaves the queue when dropped, and
 /// counts as abandoned if it never got its turn.
 struct Waiting<'a> {
-    stats: &'a ExecutionStats,
-    kind: EngineKind,
+    _queued: Decrement<'a>,
+    abandoned: &'a AtomicU64,
     served: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         if !self.served {
-            self.stats.abandoned[self.kind.index()].fetch_add(1, Ordering::Relaxed);
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
