@@ -14,8 +14,13 @@ use crate::exit::{Exit, fail};
 /// `switchyard check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Server address: HOST:PORT or [IPV6]:PORT, no scheme.
-    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    /// Server address: `HOST:PORT` or `[IPV6]:PORT`, no scheme.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50051",
+        value_name = "HOST:PORT",
+        help = "Server address: HOST:PORT or [IPV6]:PORT, no scheme"
+    )]
     pub addr: String,
     /// Health service to check ("" is the overall status).
     #[arg(long, default_value = "readiness", value_name = "NAME")]

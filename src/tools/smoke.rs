@@ -26,8 +26,12 @@ use crate::grpc::{codes, pb};
 /// `switchyard smoke`.
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
-    /// Server address: HOST:PORT or [IPV6]:PORT, no scheme.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Server address: `HOST:PORT` or `[IPV6]:PORT`, no scheme.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        help = "Server address: HOST:PORT or [IPV6]:PORT, no scheme"
+    )]
     pub addr: String,
     /// Fail unless GetInfo and every Detect reply report this release version.
     #[arg(long, value_name = "V")]

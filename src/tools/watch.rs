@@ -32,8 +32,12 @@ use crate::grpc::{codes, pb};
 /// `switchyard watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Server (or mesh entry) address: HOST:PORT or [IPV6]:PORT, no scheme.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Server (or mesh entry) address: `HOST:PORT` or `[IPV6]:PORT`, no scheme.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        help = "Server (or mesh entry) address: HOST:PORT or [IPV6]:PORT, no scheme"
+    )]
     pub addr: String,
     /// Detect calls per second.
     #[arg(long, default_value_t = 50, value_name = "N")]
