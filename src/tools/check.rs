@@ -14,13 +14,10 @@ use crate::exit::{Exit, fail};
 /// `switchyard check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Server address: `HOST:PORT` or `[IPV6]:PORT`, no scheme.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:50051",
-        value_name = "HOST:PORT",
-        help = "Server address: HOST:PORT or [IPV6]:PORT, no scheme"
-    )]
+    // This doc comment is the flag's `--help` text, where [IPV6] is literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    /// Server address: HOST:PORT or [IPV6]:PORT, no scheme.
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
     pub addr: String,
     /// Health service to check ("" is the overall status).
     #[arg(long, default_value = "readiness", value_name = "NAME")]

@@ -26,12 +26,10 @@ use crate::grpc::{codes, pb};
 /// `switchyard smoke`.
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
-    /// Server address: `HOST:PORT` or `[IPV6]:PORT`, no scheme.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        help = "Server address: HOST:PORT or [IPV6]:PORT, no scheme"
-    )]
+    // This doc comment is the flag's `--help` text, where [IPV6] is literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    /// Server address: HOST:PORT or [IPV6]:PORT, no scheme.
+    #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
     /// Fail unless GetInfo and every Detect reply report this release version.
     #[arg(long, value_name = "V")]

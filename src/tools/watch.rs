@@ -32,12 +32,10 @@ use crate::grpc::{codes, pb};
 /// `switchyard watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Server (or mesh entry) address: `HOST:PORT` or `[IPV6]:PORT`, no scheme.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        help = "Server (or mesh entry) address: HOST:PORT or [IPV6]:PORT, no scheme"
-    )]
+    // This doc comment is the flag's `--help` text, where [IPV6] is literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    /// Server (or mesh entry) address: HOST:PORT or [IPV6]:PORT, no scheme.
+    #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
     /// Detect calls per second.
     #[arg(long, default_value_t = 50, value_name = "N")]
