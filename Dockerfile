@@ -34,6 +34,6 @@ RUN cargo build --release --locked --bin switchyard \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/switchyard /usr/local/bin/switchyard
 USER 65532:65532
-# 50051 gRPC, 9090 admin HTTP (/healthz, /readyz)
-EXPOSE 50051 9090
+# 50051 gRPC, 50052 gRPC Health for the kubelet's probes, 9090 admin HTTP (/healthz, /readyz, /metrics)
+EXPOSE 50051 50052 9090
 ENTRYPOINT ["/usr/local/bin/switchyard", "serve"]

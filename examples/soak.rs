@@ -192,6 +192,8 @@ async fn main() {
             "127.0.0.1:0",
             "--admin-addr",
             "127.0.0.1:0",
+            "--probe-addr",
+            "127.0.0.1:0",
         ])
         .args([
             "--log-format",

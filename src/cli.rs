@@ -131,6 +131,12 @@ pub const SERVE_FLAGS: &[ServeFlag] = &[
         "Admin HTTP listen address",
     ),
     flag(
+        "probe-addr",
+        "server.probe_addr",
+        "HOST:PORT",
+        "gRPC Health listen address for the kubelet's probes",
+    ),
+    flag(
         "drain-delay",
         "drain.delay",
         "DURATION",

@@ -227,6 +227,13 @@ pub struct ServerSettings {
     pub grpc_addr: SocketAddr,
     /// Plain-HTTP admin listener (`/healthz`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
+    /// The kubelet's gRPC listener: the standard Health service only, the
+    /// same statuses as on `grpc_addr`, served by the control thread (with
+    /// the admin listener) so probes answer in under a millisecond while
+    /// Detect saturates the cores. Default `0.0.0.0:50052`, the port after
+    /// the gRPC one, so the pod's ports read as a pair (see
+    /// [`crate::threads`]).
+    pub probe_addr: SocketAddr,
     /// Detect calls served at once; calls above it are shed with
     /// RESOURCE_EXHAUSTED instead of queueing without bound.
     pub max_concurrent_requests: usize,
@@ -737,6 +744,7 @@ impl Default for ServerSettings {
         Self {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            probe_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
             max_concurrent_requests: 256,
             max_decoding_message_size: 4 * 1024 * 1024,
         }
@@ -1100,6 +1108,7 @@ mod tests {
         let s = Settings::defaults().expect("defaults are valid");
         assert_eq!(s.server.grpc_addr.port(), 50051);
         assert_eq!(s.server.admin_addr.port(), 9090);
+        assert_eq!(s.server.probe_addr.port(), 50052);
         assert_eq!(s.drain.delay, Duration::from_secs(5));
         assert_eq!(s.drain.timeout, Duration::from_secs(20));
         assert_eq!(s.deployment.track, Track::Stable);
@@ -1285,6 +1294,7 @@ mod tests {
         for (key, value) in [
             ("server.grpc_addr", "nope"),
             ("server.admin_addr", "localhost"),
+            ("server.probe_addr", "kubelet"),
             ("server.max_concurrent_requests", "many"),
         ] {
             let overrides = Overrides {

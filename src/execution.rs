@@ -21,19 +21,20 @@
 //!   lingua it cost 12–16 % of throughput against a bare server, because
 //!   the runtime workers preempted the engine threads mid-detection about
 //!   twice a call (BENCHMARKS.md, "Execution model"). At most as many
-//!   detections hold workers as there are cores, and a call that has its
-//!   turn yields once before it runs: Tokio resumes it only after the
-//!   worker has polled for I/O, so a health check or another request's
-//!   reads and writes wait for at most about one detection per worker.
-//!   Without that yield, Health/Check p99 under lingua saturation was 20 ms
-//!   (the workers polled for I/O only every 61 tasks); with it, 0.7–2.2 ms,
-//!   where the engine pool gave 3.4–4.2 ms. The yield costs 5–10 % of
-//!   lingua's short-text throughput, and yielding less often did not win
-//!   it back (BENCHMARKS.md, "Engine turns").
+//!   detections hold workers as there are cores. A call runs as soon as it
+//!   has its turn, without yielding first: the workers then poll for I/O
+//!   only every few dozen tasks, so Health/Check on the gRPC listener
+//!   waits ~20 ms at p99 under lingua saturation, as on a bare tonic
+//!   server. The kubelet's probes do not wait: they go to the probe
+//!   listener, on the control thread at a higher priority than the data
+//!   plane ([`crate::threads`]). An earlier yield before every lingua call
+//!   bounded the gRPC listener's Health p99 at 0.7–4 ms but cost 5–10 % of
+//!   lingua's short-text throughput (BENCHMARKS.md, "Engine turns").
 //! - **Pool.** Everything else (an engine of [`Cost::Unknown`], texts over
 //!   the inline bound) runs on `detector.engine_threads` threads fed by
 //!   one queue, each job holding its turn and its slot; a job whose caller
-//!   has gone when a thread takes it is dropped without running. Before
+//!   has gone when a thread takes it is dropped without running. The
+//!   threads run at the data plane's priority ([`crate::threads`]). Before
 //!   this, every call went to Tokio's blocking pool, which grew to ~120
 //!   threads at saturation on two cores.
 //! - **Warm-up.** [`Executor::start`] starts the pool threads, and each runs
@@ -262,16 +263,7 @@ impl Executor {
         if self.place_by_cost(cost, chars) == Place::Inline {
             let turn = match cost {
                 Cost::Light => None,
-                _ => {
-                    let turn = self.turn(kind).await?;
-                    // Behind whatever is runnable now: Tokio resumes a
-                    // yielded task only after its worker has polled for
-                    // I/O, so health calls and other requests' reads and
-                    // writes get in between detections (BENCHMARKS.md,
-                    // "Engine turns").
-                    tokio::task::yield_now().await;
-                    Some(turn)
-                }
+                _ => Some(self.turn(kind).await?),
             };
             let started = Instant::now();
             let answer = std::panic::catch_unwind(AssertUnwindSafe(|| engine.detect(&text)));
@@ -401,6 +393,7 @@ type WarmUpTimes = Result<[Duration; 2], String>;
 
 impl Worker {
     fn run(self, warmed: oneshot::Sender<WarmUpTimes>) {
+        crate::threads::lower_to_data_plane();
         let times = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.engines.each_ref().map(|engine| {
                 let started = Instant::now();

@@ -21,6 +21,8 @@
 //! - [`drain`]: the five bounded steps of the termination contract, one method each.
 //! - [`shutdown`]: stop signals as a stream, and how a drain ended.
 //! - [`exit`]: the one exit-code type (0, 1, 2, 130) and the one-line error.
+//! - [`threads`]: the data plane at nice 10; the control thread (probe and
+//!   admin listeners) at the default priority.
 //!
 //! The job:
 //! - [`detection`]: the domain service (decide, validate, admit, run) and its
@@ -87,6 +89,7 @@ pub mod release;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod threads;
 pub mod tools;
 
 /// The build's version (`served_by.version` unless `--app-version` is set).

@@ -6,7 +6,7 @@ use clap::Parser;
 use switchyard::cli::{Cli, Command, ServeArgs};
 use switchyard::exit::{Exit, fail};
 use switchyard::startup::{Application, StartupError};
-use switchyard::{configuration::Settings, shutdown, telemetry, tools};
+use switchyard::{configuration::Settings, shutdown, telemetry, threads, tools};
 
 /// jemalloc (see `Cargo.toml` and BENCHMARKS.md section 4 for why).
 #[cfg(target_os = "linux")]
@@ -28,15 +28,17 @@ fn main() {
     std::process::exit(exit.code());
 }
 
-/// Settings (exit 2 if bad), telemetry, build (binds), serve until SIGTERM,
-/// drain, flush the last spans.
+/// Settings (exit 2 if bad), the data-plane runtime, telemetry, build
+/// (binds), serve until SIGTERM (this thread drives the application, so the
+/// control thread it starts keeps this thread's priority), drain, flush the
+/// last spans.
 fn serve(args: &ServeArgs) -> Exit {
     let env = switchyard::configuration::process_env();
     let settings = match Settings::load(&env, &args.overrides()) {
         Ok(settings) => settings,
         Err(e) => return fail(Exit::Usage, &e),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match threads::data_plane_runtime() {
         Ok(runtime) => runtime,
         Err(e) => return fail(Exit::Failed, &e),
     };
@@ -50,7 +52,12 @@ fn serve(args: &ServeArgs) -> Exit {
             Err(e @ StartupError::Flags(_)) => return fail(Exit::Usage, &e),
             Err(e) => return fail(Exit::Failed, &e),
         };
-        tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "listening");
+        tracing::info!(
+            grpc = %app.grpc_addr(),
+            probe = %app.probe_addr(),
+            admin = %app.admin_addr(),
+            "listening"
+        );
         let signals = match shutdown::os_signals() {
             Ok(signals) => signals,
             Err(e) => return fail(Exit::Failed, &e),

@@ -2,9 +2,11 @@
 //! graph (flags, listeners, the registry, the subsystems and their metrics,
 //! the gRPC services and routes, reflection from the one descriptor list,
 //! the edge, the background tasks) and binds;
-//! [`Application::run_until_stopped`] starts the tasks, serves, supervises,
-//! and after the first stop signal drains in the five steps of the
-//! Kubernetes termination contract, one [`crate::drain::Drain`] method each.
+//! [`Application::run_until_stopped`] starts the tasks and the control
+//! thread (the probe and admin listeners, [`crate::threads`]), serves,
+//! supervises, and after the first stop signal drains in the five steps of
+//! the Kubernetes termination contract, one [`crate::drain::Drain`] method
+//! each.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use futures::{FutureExt, Stream, StreamExt};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 
 use crate::admin_http;
-use crate::configuration::{Settings, Track};
+use crate::configuration::{ConnectionSettings, Settings, Track};
 use crate::dark_launch::DarkLauncher;
 use crate::detection::DetectionService;
 use crate::drain::{Drain, ServingHandles};
@@ -35,6 +38,7 @@ use crate::metrics::{self, Metrics};
 use crate::process_metrics::ProcessCollector;
 use crate::shutdown::{DrainOutcome, StopSignal};
 use crate::telemetry::Tracing;
+use crate::threads::ControlThread;
 
 /// Why the application could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,7 @@ pub struct Application {
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    probe_addr: SocketAddr,
     health: HealthState,
     /// Every route behind the edge.
     service: EdgeService,
@@ -79,12 +84,79 @@ pub struct Application {
     serving: ServingHandles,
     /// Cancelled when the drain is over: the background tasks stop.
     background_stop: CancellationToken,
-    /// The admin listener's server, until `background_stop`.
-    admin: BoxFuture<'static, std::io::Result<()>>,
+    /// What the control thread serves until `background_stop`: the probe
+    /// and admin listeners.
+    control: Control,
     /// Loads and warms the engines, then turns readiness on.
     loading: BoxFuture<'static, Result<(), EngineError>>,
     /// The flag watcher and the liveness watchdog.
     background: Background,
+}
+
+/// The control thread's listeners and what they serve
+/// ([`crate::threads`]). The listeners are bound but not registered with
+/// any runtime: the control thread's own registers them.
+struct Control {
+    probe_listener: std::net::TcpListener,
+    /// The standard Health service alone, behind the same edge.
+    probe_service: EdgeService,
+    admin_listener: std::net::TcpListener,
+    health: HealthState,
+    metrics: Arc<Metrics>,
+    flags: Arc<FlagStore>,
+    connection: ConnectionSettings,
+}
+
+impl Control {
+    /// Starts the control thread; it serves both listeners until `stop`,
+    /// then sends GOAWAY on the probe listener's connections.
+    fn start(self, stop: &CancellationToken) -> std::io::Result<ControlThread> {
+        let stop = stop.clone();
+        ControlThread::start(move || async move {
+            let Control {
+                probe_listener,
+                probe_service,
+                admin_listener,
+                health,
+                metrics,
+                flags,
+                connection,
+            } = self;
+            let probe = async {
+                match TcpListener::from_std(probe_listener) {
+                    Ok(listener) => {
+                        crate::grpc::serve::serve(
+                            listener,
+                            probe_service,
+                            connection,
+                            stop.clone(),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot serve the probe listener"),
+                }
+            };
+            let admin = async {
+                let served = match TcpListener::from_std(admin_listener) {
+                    Ok(listener) => {
+                        admin_http::serve(
+                            listener,
+                            health,
+                            metrics,
+                            flags,
+                            stop.clone().cancelled_owned(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the admin listener failed");
+                }
+            };
+            tokio::join!(probe, admin);
+        })
+    }
 }
 
 /// Background work that [`Application::run_until_stopped`] starts.
@@ -139,7 +211,11 @@ impl Application {
         let status = flags.status();
         tracing::info!(source = %status.source, revision = %status.revision, "flags loaded");
         let (grpc_listener, grpc_addr) = bind("gRPC", settings.server.grpc_addr).await?;
-        let (admin_listener, admin_addr) = bind("admin", settings.server.admin_addr).await?;
+        // The control thread's listeners, registered by its own runtime.
+        let (admin_listener, admin_addr) =
+            bind_for_control("admin", settings.server.admin_addr).await?;
+        let (probe_listener, probe_addr) =
+            bind_for_control("probe", settings.server.probe_addr).await?;
 
         // The registry: the edge's go-grpc-prometheus series and `process_*`
         // at the root, everything else on the `switchyard_` sub-registry,
@@ -194,6 +270,13 @@ impl Application {
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
         let serving = ServingHandles::default();
         let max_message = settings.server.max_decoding_message_size;
+        let health_server = || {
+            tonic_health::pb::health_server::HealthServer::new(HealthService::new(
+                health.clone(),
+                serving.end_streams.clone(),
+            ))
+            .max_decoding_message_size(max_message)
+        };
         let admin_service = AdminService::new(AdminSources {
             settings: Arc::clone(&settings),
             health: health.clone(),
@@ -218,31 +301,26 @@ impl Application {
                 pb::admin_server::AdminServer::new(admin_service)
                     .max_decoding_message_size(max_message),
             )
-            .add_service(
-                tonic_health::pb::health_server::HealthServer::new(HealthService::new(
-                    health.clone(),
-                    serving.end_streams.clone(),
-                ))
-                .max_decoding_message_size(max_message),
-            );
-        let service = tower::ServiceBuilder::new()
-            .layer(EdgeLayer::new(Observer {
-                methods,
-                shadow_track: settings.deployment.track == Track::Shadow,
-                tracing,
-            }))
-            .service(routes.prepare());
+            .add_service(health_server());
+        let edge = EdgeLayer::new(Observer {
+            methods,
+            shadow_track: settings.deployment.track == Track::Shadow,
+            tracing,
+        });
+        let service = edge.layer(routes.prepare());
+        let probe_service = edge.layer(tonic::service::Routes::new(health_server()).prepare());
 
         // The background tasks (started by `run_until_stopped`).
         let background_stop = CancellationToken::new();
-        let admin = admin_http::serve(
+        let control = Control {
+            probe_listener,
+            probe_service,
             admin_listener,
-            health.clone(),
+            health: health.clone(),
             metrics,
-            Arc::clone(&flags),
-            background_stop.clone().cancelled_owned(),
-        )
-        .boxed();
+            flags: Arc::clone(&flags),
+            connection: settings.connection.clone(),
+        };
         let loading =
             load_engines(loader, Arc::clone(&detection), executor, health.clone()).boxed();
         Ok(Self {
@@ -255,11 +333,12 @@ impl Application {
             grpc_listener,
             grpc_addr,
             admin_addr,
+            probe_addr,
             health,
             service,
             serving,
             background_stop,
-            admin,
+            control,
             loading,
         })
     }
@@ -274,6 +353,11 @@ impl Application {
         self.admin_addr
     }
 
+    /// The bound probe address (gRPC Health only).
+    pub fn probe_addr(&self) -> SocketAddr {
+        self.probe_addr
+    }
+
     /// The replica's health state.
     pub fn health(&self) -> HealthState {
         self.health.clone()
@@ -285,10 +369,14 @@ impl Application {
         self.service.clone()
     }
 
-    /// Starts the background tasks, loads the engines and serves until the
-    /// first stop signal, then drains (see the module documentation).
-    /// Returns how the drain ended; an error when the engines fail to load
-    /// or the server fails on its own.
+    /// Starts the background tasks and the control thread, loads the
+    /// engines and serves until the first stop signal, then drains (see the
+    /// module documentation). Returns how the drain ended; an error when the
+    /// engines fail to load or a server fails on its own.
+    ///
+    /// Call it from the thread that drives the application (the one that
+    /// `block_on`s it), not from a task on a data-plane worker: the control
+    /// thread starts at that thread's CPU priority.
     pub async fn run_until_stopped<S>(self, signals: S) -> Result<DrainOutcome, StartupError>
     where
         S: Stream<Item = StopSignal> + Send + Unpin,
@@ -300,14 +388,16 @@ impl Application {
             service,
             serving,
             background_stop,
-            admin,
+            control,
             loading,
             background,
             ..
         } = self;
         let mut signals = signals.fuse();
+        let control = control
+            .start(&background_stop)
+            .map_err(|e| StartupError::Serve(format!("cannot start the control thread: {e}")))?;
         background.start(&background_stop);
-        let admin = tokio::spawn(admin);
         let mut loading = tokio::spawn(loading);
         let mut grpc = tokio::spawn(crate::grpc::serve::serve(
             grpc_listener,
@@ -357,7 +447,9 @@ impl Application {
             }
         };
         background_stop.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), admin).await;
+        if !control.stopped(std::time::Duration::from_secs(1)).await {
+            tracing::warn!("the probe and admin listeners did not close within 1 s");
+        }
         Ok(outcome)
     }
 }
@@ -409,6 +501,20 @@ fn shutdown_on_error(
     background_stop.cancel();
     stop_accepting.cancel();
     err
+}
+
+/// Binds on the data plane's runtime, then releases the listener from it
+/// (nonblocking, unregistered) for the control thread's runtime.
+async fn bind_for_control(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(std::net::TcpListener, SocketAddr), StartupError> {
+    let (listener, bound) = bind(what, addr).await?;
+    let listener =
+        listener
+            .into_std()
+            .map_err(|source| StartupError::Bind { what, addr, source })?;
+    Ok((listener, bound))
 }
 
 async fn bind(

@@ -293,12 +293,12 @@ async fn check_exits_0_only_when_serving() {
     let server = Server::start(&["--drain-delay", "3"]);
     server.wait_ready().await;
     let addr = server.grpc.to_string();
-    let check = |service: &str| {
+    let check_at = |addr: &str, service: &str| {
         Command::new(BIN)
             .args([
                 "check",
                 "--addr",
-                &addr,
+                addr,
                 "--service",
                 service,
                 "--timeout",
@@ -307,25 +307,31 @@ async fn check_exits_0_only_when_serving() {
             .output()
             .expect("runs")
     };
-    let ok = check("readiness");
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("SERVING"));
-    assert_eq!(check("no.such.Service").status.code(), Some(1));
+    // The gRPC listener and the probe listener (the kubelet's) agree.
+    let probe = server.probe.to_string();
+    for at in [addr.as_str(), probe.as_str()] {
+        let ok = check_at(at, "readiness");
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{at}: {}",
+            String::from_utf8_lossy(&ok.stdout)
+        );
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("SERVING"));
+        assert_eq!(check_at(at, "no.such.Service").status.code(), Some(1));
+    }
     server.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let draining = check("readiness");
-    assert_eq!(draining.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&draining.stdout).contains("NOT_SERVING"));
-    assert_eq!(
-        check("liveness").status.code(),
-        Some(0),
-        "liveness stays up while draining"
-    );
+    for at in [addr.as_str(), probe.as_str()] {
+        let draining = check_at(at, "readiness");
+        assert_eq!(draining.status.code(), Some(1), "{at}");
+        assert!(String::from_utf8_lossy(&draining.stdout).contains("NOT_SERVING"));
+        assert_eq!(
+            check_at(at, "liveness").status.code(),
+            Some(0),
+            "{at}: liveness stays up while draining"
+        );
+    }
     drop(server);
     let nobody = Command::new(BIN)
         .args(["check", "--addr", &addr, "--timeout", "0.5"])
@@ -529,6 +535,8 @@ fn bad_flags_at_startup_exit_2_naming_the_file_and_flag() {
             "127.0.0.1:0",
             "--admin-addr",
             "127.0.0.1:0",
+            "--probe-addr",
+            "127.0.0.1:0",
         ])
         .args(["--flags", dir.path().to_str().expect("utf-8")])
         .output()
@@ -548,6 +556,7 @@ fn a_busy_port_exits_1_after_the_flags_loaded() {
     let port = taken.local_addr().expect("addr").to_string();
     let out = Command::new(BIN)
         .args(["serve", "--grpc-addr", &port, "--admin-addr", "127.0.0.1:0"])
+        .args(["--probe-addr", "127.0.0.1:0"])
         .args(["--log-format", "json"])
         .output()
         .expect("runs");

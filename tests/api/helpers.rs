@@ -40,6 +40,7 @@ pub fn settings_in(
     let mut values = vec![
         ("server.grpc_addr", "127.0.0.1:0".to_owned()),
         ("server.admin_addr", "127.0.0.1:0".to_owned()),
+        ("server.probe_addr", "127.0.0.1:0".to_owned()),
         ("drain.delay", "0.2".to_owned()),
         ("drain.timeout", "5".to_owned()),
         ("deployment.pod", "test-pod".to_owned()),
@@ -62,6 +63,7 @@ pub fn settings_in(
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub probe_addr: SocketAddr,
     pub health: HealthState,
     signals: mpsc::Sender<StopSignal>,
     pub run: JoinHandle<Result<DrainOutcome, StartupError>>,
@@ -98,13 +100,19 @@ impl TestApp {
         let app = Application::build_with_loader(settings, loader, tracing)
             .await
             .expect("application builds");
-        let (grpc_addr, admin_addr, health) = (app.grpc_addr(), app.admin_addr(), app.health());
+        let (grpc_addr, admin_addr, probe_addr, health) = (
+            app.grpc_addr(),
+            app.admin_addr(),
+            app.probe_addr(),
+            app.health(),
+        );
         let (signals, rx) = mpsc::channel(4);
         let run =
             tokio::spawn(app.run_until_stopped(tokio_stream::wrappers::ReceiverStream::new(rx)));
         Self {
             grpc_addr,
             admin_addr,
+            probe_addr,
             health,
             signals,
             run,
@@ -243,14 +251,12 @@ impl TestApp {
     }
 
     pub async fn check(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
-        let reply = self
-            .health_client()
-            .await
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await?;
-        Ok(ServingStatus::try_from(reply.into_inner().status).expect("known status"))
+        check_at(self.grpc_addr, service).await
+    }
+
+    /// Health/Check on the probe listener (the kubelet's).
+    pub async fn probe(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        check_at(self.probe_addr, service).await
     }
 
     /// Sends a stop signal, as SIGTERM would.
@@ -802,4 +808,19 @@ impl EngineLoader for BusyLinguaLoader {
             })
         })
     }
+}
+
+/// Health/Check for `service` at `addr`, on a new connection.
+pub async fn check_at(addr: SocketAddr, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?;
+    Ok(ServingStatus::try_from(reply.into_inner().status).expect("known status"))
 }

@@ -213,6 +213,16 @@ fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
         named["containerPort"], grpc_port,
         "{who}: containerPort != --grpc-addr port"
     );
+    // The probes go to the probe listener (the control thread), declared.
+    let probe_port = u64::from(s.server.probe_addr.port());
+    let declared = ports
+        .iter()
+        .find(|p| p["name"] == "grpc-probe")
+        .unwrap_or_else(|| panic!("{who}: no containerPort named grpc-probe"));
+    assert_eq!(
+        declared["containerPort"], probe_port,
+        "{who}: containerPort grpc-probe != --probe-addr port"
+    );
     let mut services = BTreeMap::new();
     for (which, service) in [
         ("startupProbe", "readiness"),
@@ -221,7 +231,7 @@ fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
     ] {
         let (name, port) = probe(&pod.container, which);
         assert_eq!(name, service, "{who}: {which} checks {name:?}");
-        assert_eq!(port, grpc_port, "{who}: {which} port");
+        assert_eq!(port, probe_port, "{who}: {which} port");
         services.insert(name, port);
     }
 
@@ -320,20 +330,21 @@ async fn every_pod_agrees_with_the_binary() {
             probed.extend(check_pod(&dir, &pod, &docs));
         }
     }
-    // The probed health services are ones the binary serves.
+    // The probed health services are ones the binary serves on the probe
+    // listener.
     let app = TestApp::spawn_with(settings(&[]), std::sync::Arc::new(RealEngines))
         .await
         .ready()
         .await;
     for service in probed.keys() {
         assert_eq!(
-            app.check(service).await.expect("probe answers"),
+            app.probe(service).await.expect("probe answers"),
             ServingStatus::Serving,
             "health service {service:?}"
         );
     }
     assert!(
-        app.check("no-such-service").await.is_err(),
+        app.probe("no-such-service").await.is_err(),
         "the control: unknown services fail"
     );
 }

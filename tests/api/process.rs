@@ -19,6 +19,8 @@ pub struct Server {
     pub grpc: SocketAddr,
     /// The admin HTTP listener (`/metrics`).
     pub admin: SocketAddr,
+    /// The probe listener (gRPC Health only, for the kubelet).
+    pub probe: SocketAddr,
     /// Every stdout line so far (each checked to be JSON).
     pub lines: Arc<Mutex<Vec<String>>>,
 }
@@ -42,6 +44,8 @@ impl Server {
                 "--grpc-addr",
                 grpc_addr,
                 "--admin-addr",
+                "127.0.0.1:0",
+                "--probe-addr",
                 "127.0.0.1:0",
             ])
             .args(["--log-format", "json"])
@@ -68,18 +72,24 @@ impl Server {
                     && let Some(tx) = tx.take()
                 {
                     let addr = |field: &str| parsed[field].as_str().and_then(|a| a.parse().ok());
-                    let _ = tx.send(addr("grpc").zip(addr("admin")));
+                    let _ = tx.send(
+                        addr("grpc")
+                            .zip(addr("admin"))
+                            .zip(addr("probe"))
+                            .map(|((grpc, admin), probe)| (grpc, admin, probe)),
+                    );
                 }
             }
         });
-        let (grpc, admin) = rx
+        let (grpc, admin, probe) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the server logs its address")
-            .expect("grpc and admin socket addresses");
+            .expect("grpc, admin and probe socket addresses");
         Self {
             child,
             grpc,
             admin,
+            probe,
             lines,
         }
     }
