@@ -24,12 +24,13 @@
 //!   detections hold workers as there are cores. A call runs as soon as it
 //!   has its turn, without yielding first: the workers then poll for I/O
 //!   only every few dozen tasks, so Health/Check on the gRPC listener
-//!   waits ~20 ms at p99 under lingua saturation, as on a bare tonic
+//!   waits tens of ms at p99 under lingua saturation, as on a bare tonic
 //!   server. The kubelet's probes do not wait: they go to the probe
-//!   listener, on the control thread at a higher priority than the data
-//!   plane ([`crate::threads`]). An earlier yield before every lingua call
-//!   bounded the gRPC listener's Health p99 at 0.7–4 ms but cost 5–10 % of
-//!   lingua's short-text throughput (BENCHMARKS.md, "Engine turns").
+//!   listener, on the control thread, which the data plane's nice value
+//!   can put first ([`crate::threads`]). An earlier yield before every
+//!   lingua call bounded the gRPC listener's Health p99 at 0.7–4 ms but
+//!   cost 5–10 % of lingua's short-text throughput (BENCHMARKS.md, "Engine
+//!   turns" and "The probe listener").
 //! - **Pool.** Everything else (an engine of [`Cost::Unknown`], texts over
 //!   the inline bound) runs on `detector.engine_threads` threads fed by
 //!   one queue, each job holding its turn and its slot; a job whose caller
@@ -140,6 +141,8 @@ pub struct Executor {
     max_concurrent: usize,
     inline_max_chars: usize,
     threads: usize,
+    /// The pool threads' nice value (`server.data_plane_nice`).
+    nice: i32,
     jobs: SyncSender<Job>,
     queue: Arc<Mutex<Receiver<Job>>>,
     started: std::sync::atomic::AtomicBool,
@@ -149,13 +152,14 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// `max_concurrent` slots, `threads` pool threads (started by
-    /// [`Executor::start`]), inline up to `inline_max_chars` characters.
-    /// Registers its USE series and the shed counter on `own` (the
-    /// `switchyard_` sub-registry).
+    /// `max_concurrent` slots, `threads` pool threads at nice `nice`
+    /// (started by [`Executor::start`]), inline up to `inline_max_chars`
+    /// characters. Registers its USE series and the shed counter on `own`
+    /// (the `switchyard_` sub-registry).
     pub fn new(
         max_concurrent: usize,
         threads: usize,
+        nice: i32,
         inline_max_chars: usize,
         own: &mut Registry,
     ) -> Self {
@@ -167,6 +171,7 @@ impl Executor {
             max_concurrent,
             inline_max_chars,
             threads: threads.max(1),
+            nice,
             jobs,
             queue: Arc::new(Mutex::new(queue)),
             started: std::sync::atomic::AtomicBool::new(false),
@@ -319,6 +324,7 @@ impl Executor {
         for i in 0..self.threads {
             let (done, warm) = oneshot::channel();
             let worker = Worker {
+                nice: self.nice,
                 queue: Arc::clone(&self.queue),
                 stats: Arc::clone(&self.stats),
                 engines: EngineKind::ALL.map(|k| Arc::clone(engines.get(k))),
@@ -384,6 +390,7 @@ impl Drop for Decrement<'_> {
 
 /// A pool thread.
 struct Worker {
+    nice: i32,
     queue: Arc<Mutex<Receiver<Job>>>,
     stats: Arc<ExecutionStats>,
     engines: [Arc<dyn Engine>; 2],
@@ -393,7 +400,7 @@ type WarmUpTimes = Result<[Duration; 2], String>;
 
 impl Worker {
     fn run(self, warmed: oneshot::Sender<WarmUpTimes>) {
-        crate::threads::lower_to_data_plane();
+        crate::threads::lower_to(self.nice);
         let times = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.engines.each_ref().map(|engine| {
                 let started = Instant::now();

@@ -21,8 +21,8 @@
 //! - [`drain`]: the five bounded steps of the termination contract, one method each.
 //! - [`shutdown`]: stop signals as a stream, and how a drain ended.
 //! - [`exit`]: the one exit-code type (0, 1, 2, 130) and the one-line error.
-//! - [`threads`]: the data plane at nice 10; the control thread (probe and
-//!   admin listeners) at the default priority.
+//! - [`threads`]: the data-plane runtime (at `server.data_plane_nice`) and
+//!   the control thread (probe and admin listeners) at the default priority.
 //!
 //! The job:
 //! - [`detection`]: the domain service (decide, validate, admit, run) and its

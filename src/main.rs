@@ -38,7 +38,7 @@ fn serve(args: &ServeArgs) -> Exit {
         Ok(settings) => settings,
         Err(e) => return fail(Exit::Usage, &e),
     };
-    let runtime = match threads::data_plane_runtime() {
+    let runtime = match threads::data_plane_runtime(settings.server.data_plane_nice) {
         Ok(runtime) => runtime,
         Err(e) => return fail(Exit::Failed, &e),
     };

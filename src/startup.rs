@@ -238,6 +238,7 @@ impl Application {
         let executor = Arc::new(Executor::new(
             settings.server.max_concurrent_requests,
             settings.detector.engine_threads(),
+            settings.server.data_plane_nice,
             settings.detector.inline_max_chars,
             own,
         ));

@@ -1,10 +1,11 @@
-//! Which threads run what, and at which CPU priority: the data plane at a
-//! lower priority, the kubelet's probes and the admin listener on a control
-//! thread of their own at the default one.
+//! Which threads run what, and at which CPU priority: the data plane (at a
+//! lower priority if configured), the kubelet's probes and the admin
+//! listener on a control thread of their own at the default one.
 //!
 //! - **The data plane** is the Tokio runtime that serves the gRPC listener
 //!   ([`data_plane_runtime`]) and the engine pool's threads: they run at
-//!   nice [`DATA_PLANE_NICE`] ([`lower_to_data_plane`]).
+//!   nice `server.data_plane_nice` ([`lower_to`]; default 0, the
+//!   manifests' 10).
 //! - **The control thread** ([`ControlThread`]) runs a one-thread Tokio
 //!   runtime at the default priority (nice 0) that serves the probe
 //!   listener (`server.probe_addr`: `grpc.health.v1.Health` only, behind
@@ -18,44 +19,48 @@
 //! throughput (2.86 system calls per Detect against a bare server's 0.92)
 //! and no yield schedule got both (BENCHMARKS.md, "Engine turns" and
 //! "Where the yield's cost goes"). Here the kubelet's probes do not share
-//! the data plane's threads, and Linux's scheduler gives a woken nice-0
-//! thread the CPU ahead of nice-10 ones: under lingua saturation without
-//! the yield, Health/Check p99 on the probe listener was 0.20 ms with the
-//! data plane at nice 10, 0.82 ms at nice 5 and 3.4 ms (the kernel's time
-//! slice) at nice 0. Lowering a thread's priority needs no privilege.
+//! the data plane's threads: a probe waits for the kernel to schedule the
+//! control thread, not for a busy worker to poll for I/O. Under lingua
+//! saturation without the yield, Health/Check p99 on the probe listener
+//! was 3.4 ms (the kernel's time slice) with every thread at nice 0, 0.82
+//! ms with the data plane at nice 5 and 0.20 ms at nice 10, where Linux's
+//! scheduler runs a woken nice-0 thread ahead of the busy ones (one-off
+//! probes of 2026-12-02; the `peer` bench's figures are in BENCHMARKS.md,
+//! "The probe listener"). Lowering a thread's priority needs no
+//! privilege.
 //!
 //! Nice values order the threads of one container (one cgroup); they do
 //! not take CPU from other containers of the pod (the Istio sidecar) or
-//! from other pods, whose shares the cgroups decide.
+//! from other pods, whose shares the cgroups decide. Outside a container
+//! they order the data plane behind every other nice-0 program of the
+//! machine, which is why the default leaves priorities alone.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-/// The data plane's nice value: low enough that a woken nice-0 control
-/// thread runs at once (at nice 10 a runnable nice-0 thread weighs ~10
-/// times as much), without starving anything at the default priority.
-pub const DATA_PLANE_NICE: i32 = 10;
-
-/// Sets the calling thread's nice value to [`DATA_PLANE_NICE`]. Absolute,
-/// not an increment: a thread started by a data-plane thread inherits its
-/// nice value, and setting it again changes nothing. Linux keeps the nice
-/// value per thread. A failure is logged, not fatal: the service works at
-/// any priority.
-pub fn lower_to_data_plane() {
-    if let Err(e) = rustix::process::setpriority_process(None, DATA_PLANE_NICE) {
-        tracing::debug!(error = %e, "cannot lower the thread's priority");
+/// Sets the calling thread's nice value to `nice` (0 leaves it alone).
+/// Absolute, not an increment: a thread started by a data-plane thread
+/// inherits its nice value, and setting it again changes nothing. Linux
+/// keeps the nice value per thread. A failure is logged, not fatal: the
+/// service works at any priority.
+pub fn lower_to(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::debug!(error = %e, nice, "cannot lower the thread's priority");
     }
 }
 
 /// The runtime that serves the data plane: Tokio's multi-thread runtime
 /// (one worker per core), every thread it starts (workers and its
-/// blocking pool) at [`DATA_PLANE_NICE`].
-pub fn data_plane_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// blocking pool) at nice `nice` (`server.data_plane_nice`).
+pub fn data_plane_runtime(nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(lower_to_data_plane)
+        .on_thread_start(move || lower_to(nice))
         .build()
 }
 
@@ -111,7 +116,7 @@ mod tests {
     #[test]
     fn the_data_plane_runtime_lowers_its_threads_and_only_them() {
         let before = rustix::process::getpriority_process(None).expect("getpriority");
-        let runtime = data_plane_runtime().expect("runtime");
+        let runtime = data_plane_runtime(10).expect("runtime");
         let on_worker =
             runtime
                 .block_on(runtime.spawn(async {
@@ -123,8 +128,8 @@ mod tests {
                 rustix::process::getpriority_process(None).expect("getpriority")
             }))
             .expect("task");
-        assert_eq!(on_worker, DATA_PLANE_NICE.max(before));
-        assert_eq!(on_blocking, DATA_PLANE_NICE.max(before));
+        assert_eq!(on_worker, 10.max(before));
+        assert_eq!(on_blocking, 10.max(before));
         assert_eq!(
             rustix::process::getpriority_process(None).expect("getpriority"),
             before,
@@ -133,13 +138,19 @@ mod tests {
     }
 
     #[test]
-    fn lowering_twice_is_not_lowering_further() {
+    fn lowering_twice_is_not_lowering_further_and_zero_changes_nothing() {
         std::thread::spawn(|| {
-            lower_to_data_plane();
-            lower_to_data_plane();
+            let before = rustix::process::getpriority_process(None).expect("getpriority");
+            lower_to(0);
             assert_eq!(
                 rustix::process::getpriority_process(None).expect("getpriority"),
-                DATA_PLANE_NICE
+                before
+            );
+            lower_to(7);
+            lower_to(7);
+            assert_eq!(
+                rustix::process::getpriority_process(None).expect("getpriority"),
+                7
             );
         })
         .join()

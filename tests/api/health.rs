@@ -278,21 +278,23 @@ async fn same_on_both(app: &TestApp, want: [ServingStatus; 3]) {
 }
 
 /// The point of the probe listener: with every data-plane worker running
-/// Detect (at the data plane's lower priority, as `main` runs it), a probe
-/// answers at once. The control: the same check on the gRPC listener waits
-/// for the busy workers, so the harness sees the waiting it rules out.
+/// Detect (at the default priority, as `main` runs it), a probe answers at
+/// once. The control: the same check on the gRPC listener waits for the
+/// busy workers, so the harness sees the waiting it rules out.
 #[test]
 fn the_probe_listener_answers_at_once_while_detect_saturates_the_data_plane() {
+    let settings = settings(&[
+        ("detector.default_engine", "lingua"),
+        ("detector.engine_threads", "2"),
+        ("server.max_concurrent_requests", "64"),
+    ]);
     // As `main` does: the data-plane runtime, driven from a thread at the
     // default priority (this one), which starts the control thread.
-    let runtime = switchyard::threads::data_plane_runtime().expect("runtime");
+    let runtime =
+        switchyard::threads::data_plane_runtime(settings.server.data_plane_nice).expect("runtime");
     let app = runtime.block_on(async {
         Application::build_with_loader(
-            settings(&[
-                ("detector.default_engine", "lingua"),
-                ("detector.engine_threads", "2"),
-                ("server.max_concurrent_requests", "64"),
-            ]),
+            settings,
             BusyLinguaLoader::new(Duration::from_millis(20), Cost::Bounded),
             switchyard::telemetry::Tracing::default(),
         )

@@ -223,6 +223,10 @@ fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
         declared["containerPort"], probe_port,
         "{who}: containerPort grpc-probe != --probe-addr port"
     );
+    assert!(
+        s.server.data_plane_nice > 0,
+        "{who}: the data plane runs below the probes' control thread"
+    );
     let mut services = BTreeMap::new();
     for (which, service) in [
         ("startupProbe", "readiness"),
