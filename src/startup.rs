@@ -110,7 +110,7 @@ struct Control {
 impl Control {
     /// Starts the control thread; it serves both listeners until `stop`,
     /// then sends GOAWAY on the probe listener's connections.
-    fn start(self, stop: &CancellationToken) -> std::io::Result<ControlThread> {
+    async fn start(self, stop: &CancellationToken) -> std::io::Result<ControlThread> {
         let stop = stop.clone();
         ControlThread::start(move || async move {
             let Control {
@@ -156,6 +156,7 @@ impl Control {
             };
             tokio::join!(probe, admin);
         })
+        .await
     }
 }
 
@@ -397,6 +398,7 @@ impl Application {
         let mut signals = signals.fuse();
         let control = control
             .start(&background_stop)
+            .await
             .map_err(|e| StartupError::Serve(format!("cannot start the control thread: {e}")))?;
         background.start(&background_stop);
         let mut loading = tokio::spawn(loading);

@@ -74,19 +74,31 @@ pub struct ControlThread {
 impl ControlThread {
     /// Starts the thread and runs `work` on its runtime. `work` is built on
     /// that runtime (by `make`), so the listeners it registers are polled
-    /// by the control thread, not by the data plane's I/O driver.
-    pub fn start<F, W>(make: F) -> std::io::Result<Self>
+    /// by the control thread, not by the data plane's I/O driver. Returns
+    /// once the runtime is built; an error if the thread or its runtime
+    /// cannot be (the runtime is built and dropped on the thread itself,
+    /// never inside the caller's async context).
+    pub async fn start<F, W>(make: F) -> std::io::Result<Self>
     where
         F: FnOnce() -> W + Send + 'static,
         W: Future<Output = ()>,
     {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let (built, runtime_built) = oneshot::channel();
         let (finished, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = built.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = built.send(Ok(()));
                 match rustix::process::getpriority_process(None) {
                     Ok(nice) if nice > 0 => tracing::warn!(
                         nice,
@@ -98,6 +110,9 @@ impl ControlThread {
                 runtime.block_on(async move { make().await });
                 let _ = finished.send(());
             })?;
+        runtime_built
+            .await
+            .map_err(|_| std::io::Error::other("the control thread ended at its start"))??;
         Ok(Self { done })
     }
 
