@@ -99,13 +99,19 @@ impl ControlThread {
                     }
                 };
                 let _ = built.send(Ok(()));
-                match rustix::process::getpriority_process(None) {
-                    Ok(nice) if nice > 0 => tracing::warn!(
+                // The main thread's nice value is the process's (PRIO_PROCESS
+                // of the thread-group id); this thread's is its own.
+                let own = rustix::process::getpriority_process(None);
+                let main = rustix::process::getpriority_process(Some(rustix::process::getpid()));
+                if let (Ok(nice), Ok(main_nice)) = (own, main)
+                    && nice > main_nice
+                {
+                    tracing::warn!(
                         nice,
-                        "the control thread was started at a lowered priority: \
+                        main_nice,
+                        "the control thread was started by a lowered thread: \
                          probes may wait behind Detect under load"
-                    ),
-                    _ => {}
+                    );
                 }
                 runtime.block_on(async move { make().await });
                 let _ = finished.send(());
@@ -150,6 +156,30 @@ mod tests {
             before,
             "the thread that built the runtime keeps its priority"
         );
+    }
+
+    #[test]
+    fn the_control_thread_runs_at_its_starters_priority_and_says_when_its_work_ended() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (nice, ran) = oneshot::channel();
+            let control = ControlThread::start(move || async move {
+                let _ = nice.send(rustix::process::getpriority_process(None));
+            })
+            .await
+            .expect("starts");
+            let here = rustix::process::getpriority_process(None).expect("getpriority");
+            assert_eq!(ran.await.expect("ran").expect("getpriority"), here);
+            assert!(control.stopped(Duration::from_secs(5)).await, "ended");
+            // The control: work that never ends is reported as not ended.
+            let stuck = ControlThread::start(std::future::pending::<()>)
+                .await
+                .expect("starts");
+            assert!(!stuck.stopped(Duration::from_millis(100)).await);
+        });
     }
 
     #[test]
