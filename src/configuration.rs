@@ -229,8 +229,8 @@ pub struct ServerSettings {
     pub admin_addr: SocketAddr,
     /// The kubelet's gRPC listener: the standard Health service only, the
     /// same statuses as on `grpc_addr`, served by the control thread (with
-    /// the admin listener) so probes answer in under a millisecond while
-    /// Detect saturates the cores. Default `0.0.0.0:50052`, the port after
+    /// the admin listener) so probes never wait for a busy Detect worker
+    /// (see `data_plane_nice`). Default `0.0.0.0:50052`, the port after
     /// the gRPC one, so the pod's ports read as a pair (see
     /// [`crate::threads`]).
     pub probe_addr: SocketAddr,
@@ -240,7 +240,8 @@ pub struct ServerSettings {
     /// service competes with the machine's other programs as any program
     /// does. 10 (the manifests' value) puts the probes ahead of Detect: on
     /// two saturated cores the probe listener's p99 drops from a time
-    /// slice (a few ms) to ~0.2 ms; in a pod, nice orders only the
+    /// slice (4–5 ms) to 0.5 ms (BENCHMARKS.md, "The probe listener"); in
+    /// a pod, nice orders only the
     /// container's own threads, so it costs no throughput there.
     pub data_plane_nice: i32,
     /// Detect calls served at once; calls above it are shed with

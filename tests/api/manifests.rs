@@ -202,27 +202,24 @@ fn check_pod(dir: &str, pod: &Pod, docs: &[Value]) -> BTreeMap<String, u64> {
         Some("switchyard")
     );
 
-    // Ports and probes.
+    // Ports and probes: the gRPC listener and the probe listener (the
+    // control thread), each declared under its name.
     let grpc_port = u64::from(s.server.grpc_addr.port());
-    let ports = pod.container["ports"].as_array().expect("ports");
-    let named = ports
-        .iter()
-        .find(|p| p["name"] == "grpc")
-        .unwrap_or_else(|| panic!("{who}: no containerPort named grpc"));
-    assert_eq!(
-        named["containerPort"], grpc_port,
-        "{who}: containerPort != --grpc-addr port"
-    );
-    // The probes go to the probe listener (the control thread), declared.
     let probe_port = u64::from(s.server.probe_addr.port());
-    let declared = ports
-        .iter()
-        .find(|p| p["name"] == "grpc-probe")
-        .unwrap_or_else(|| panic!("{who}: no containerPort named grpc-probe"));
-    assert_eq!(
-        declared["containerPort"], probe_port,
-        "{who}: containerPort grpc-probe != --probe-addr port"
-    );
+    let ports = pod.container["ports"].as_array().expect("ports");
+    for (name, port, flag) in [
+        ("grpc", grpc_port, "--grpc-addr"),
+        ("grpc-probe", probe_port, "--probe-addr"),
+    ] {
+        let declared = ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{who}: no containerPort named {name}"));
+        assert_eq!(
+            declared["containerPort"], port,
+            "{who}: containerPort {name} != {flag} port"
+        );
+    }
     assert!(
         s.server.data_plane_nice > 0,
         "{who}: the data plane runs below the probes' control thread"
