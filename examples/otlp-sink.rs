@@ -1,7 +1,8 @@
 //! The collector for `scripts/bench export`: an OTLP/gRPC TraceService
-//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) that only
-//! counts the spans it receives, so the benchmark measures Switchyard's
-//! export cost and not a collector's. It walks the request's wire format
+//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`), and
+//! OTLP/HTTP with protobuf (`POST /v1/traces`, HTTP/1.1 or h2c) on the same
+//! port, that only counts the spans it receives, so the benchmark measures
+//! Switchyard's export cost and not a collector's. It walks the request's wire format
 //! down to the spans and skips each one whole: nothing is materialised. One
 //! runtime thread, to take as little of the machine as it can.
 //!
@@ -129,6 +130,26 @@ impl tower::Service<http::Request<Body>> for Sink {
     }
 }
 
+impl Sink {
+    /// OTLP/HTTP: the same request, protobuf in the body; an empty
+    /// `ExportTraceServiceResponse` (no partial success) in the reply.
+    fn export_http(&self, body: &[u8]) -> http::Response<axum::body::Body> {
+        use axum::response::IntoResponse;
+        match <ExportRequest as prost::Message>::decode(body) {
+            Ok(request) => {
+                self.0.spans.fetch_add(request.0, Ordering::Relaxed);
+                self.0.exports.fetch_add(1, Ordering::Relaxed);
+                (
+                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+                    .into_response()
+            }
+            Err(e) => (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::args()
@@ -146,12 +167,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    let http_sink = sink.clone();
+    let routes = tonic::service::Routes::new(sink.clone())
+        .into_axum_router()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let response = http_sink.export_http(&body);
+                async move { response }
+            }),
+        );
     // Large HTTP/2 windows: a batch (hundreds of KiB) arrives without
     // waiting for window updates.
     tonic::transport::Server::builder()
+        .accept_http1(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(8 << 20)
-        .add_service(sink.clone())
+        .add_routes(routes.into())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             stop,
