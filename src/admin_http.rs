@@ -23,6 +23,7 @@ pub async fn serve(
     health: HealthState,
     metrics: Arc<Metrics>,
     flags: Arc<FlagStore>,
+    replica: Arc<[(String, String)]>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -34,7 +35,7 @@ pub async fn serve(
                 .route("/metrics", get(scrape))
                 .with_state(metrics),
         )
-        .merge(crate::ofrep::router(flags));
+        .merge(crate::ofrep::router(flags, replica));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -174,7 +174,8 @@ pub struct FlagsSettings {
     pub path: Option<PathBuf>,
     /// Time between safety-net re-reads of the source (the directory
     /// watch normally reloads within milliseconds). Default 10s: a missed
-    /// event costs at most ten seconds, for one stat of the source.
+    /// event costs at most ten seconds, for one read and hash of the
+    /// source's files (a few KiB; unchanged content is not parsed).
     #[serde(with = "duration")]
     pub poll_interval: Duration,
     /// Time to wait after a change event before reloading, so one
@@ -211,7 +212,8 @@ impl FlagsSettings {
 #[serde(deny_unknown_fields)]
 pub struct DarkLaunchSettings {
     /// Candidate detections running at once; when all are busy the candidate
-    /// is skipped (and counted), never queued.
+    /// is skipped (and counted), never queued. At most 1,024 (one thread
+    /// each, started up front).
     pub max_in_flight: usize,
     /// Time a candidate may take before it counts as a timeout. Default 1s.
     #[serde(with = "duration")]
@@ -245,7 +247,8 @@ pub struct ServerSettings {
     /// container's own threads, so it costs no throughput there.
     pub data_plane_nice: i32,
     /// Detect calls served at once; calls above it are shed with
-    /// RESOURCE_EXHAUSTED instead of queueing without bound.
+    /// RESOURCE_EXHAUSTED instead of queueing without bound. At most
+    /// 65,536 (the execution queue allocates its slots up front).
     pub max_concurrent_requests: usize,
     /// Largest request message accepted, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED.
@@ -474,11 +477,18 @@ pub struct OtelSettings {
     /// spans are dropped. Default 32,768: the spec's 2,048 (and 8,192)
     /// drop spans at this service's rate with every call sampled, 32,768
     /// delivers them all for ~12 MB of resident memory, allocated when
-    /// export is on (BENCHMARKS.md, section 4).
+    /// export is on (BENCHMARKS.md, section 4). At most 1,048,576.
     pub bsp_max_queue_size: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (default 512).
     pub bsp_max_export_batch_size: usize,
 }
+
+/// Upper bound of `server.max_concurrent_requests`.
+const MAX_CONCURRENT_REQUESTS: usize = 65_536;
+/// Upper bound of `dark_launch.max_in_flight`.
+const MAX_DARK_LAUNCH_IN_FLIGHT: usize = 1024;
+/// Upper bound of `OTEL_BSP_MAX_QUEUE_SIZE`: 32 times the default.
+const MAX_BSP_QUEUE_SIZE: usize = 1 << 20;
 
 /// Spans a replica may hold for export (see [`OtelSettings::bsp_max_queue_size`]).
 pub const DEFAULT_BSP_MAX_QUEUE_SIZE: usize = 32_768;
@@ -668,7 +678,22 @@ impl TelemetrySettings {
                 "must not exceed OTEL_BSP_MAX_QUEUE_SIZE",
             ));
         }
+        if o.bsp_max_queue_size > MAX_BSP_QUEUE_SIZE {
+            return Err(ConfigError::setting(
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                format!(
+                    "must be at most {MAX_BSP_QUEUE_SIZE} (the queue is allocated up front), got {}",
+                    o.bsp_max_queue_size
+                ),
+            ));
+        }
         self.otel = o;
+        // It wins over `log.level`, so a typo must not pass unseen.
+        if let Some(filter) = get("RUST_LOG")
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+        {
+            return Err(ConfigError::setting("RUST_LOG", e));
+        }
         self.rust_log = get("RUST_LOG").map(str::to_owned);
         Ok(())
     }
@@ -849,9 +874,19 @@ impl Default for ConnectionSettings {
 
 /// The process's environment: the one place it is read (`main` passes it
 /// to [`Settings::load`]; everything else gets values from the settings).
+/// A name or value that is not UTF-8 is taken lossily (`std::env::vars`
+/// would panic on it): one of ours then fails validation with its name in
+/// the message instead of aborting the start.
 #[allow(clippy::disallowed_methods)]
 pub fn process_env() -> HashMap<String, String> {
-    std::env::vars().collect()
+    std::env::vars_os()
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
 }
 
 impl Settings {
@@ -972,11 +1007,27 @@ impl Settings {
                 ));
             }
         }
-        if self.server.max_concurrent_requests == 0 {
-            return Err(ConfigError::setting(
+        // Both allocate up front: the execution queue's slots and one
+        // candidate thread each.
+        let counts = [
+            (
                 "server.max_concurrent_requests",
-                "must be at least 1",
-            ));
+                self.server.max_concurrent_requests,
+                MAX_CONCURRENT_REQUESTS,
+            ),
+            (
+                "dark_launch.max_in_flight",
+                self.dark_launch.max_in_flight,
+                MAX_DARK_LAUNCH_IN_FLIGHT,
+            ),
+        ];
+        for (name, value, max) in counts {
+            if value == 0 || value > max {
+                return Err(ConfigError::setting(
+                    name,
+                    format!("must be between 1 and {max}, got {value}"),
+                ));
+            }
         }
         if !(0..=19).contains(&self.server.data_plane_nice) {
             return Err(ConfigError::setting(
@@ -987,21 +1038,15 @@ impl Settings {
                 ),
             ));
         }
-        if self.dark_launch.max_in_flight == 0 {
-            return Err(ConfigError::setting(
-                "dark_launch.max_in_flight",
-                "must be at least 1",
-            ));
-        }
         if self
             .flags
             .headers()
             .iter()
-            .any(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+            .any(|h| tonic::metadata::AsciiMetadataKey::from_bytes(h.as_bytes()).is_err())
         {
             return Err(ConfigError::setting(
                 "flags.context_headers",
-                "must be comma-separated metadata names",
+                "must be comma-separated ASCII metadata names (not `-bin` ones)",
             ));
         }
         if self.detector.engine_threads > 1024 {
@@ -1054,11 +1099,56 @@ impl Settings {
             ));
         }
         let connection = &self.connection;
-        if connection.http2_keepalive_timeout.is_zero() {
+        let timeout = connection.http2_keepalive_timeout;
+        if timeout.is_zero() || timeout > hour {
             return Err(ConfigError::setting(
                 "connection.http2_keepalive_timeout",
-                "must be positive",
+                format!(
+                    "must be positive and at most 1h, got {}",
+                    humantime::format_duration(timeout)
+                ),
             ));
+        }
+        let day = 24 * hour;
+        let connection_durations = [
+            (
+                "connection.max_age",
+                connection.max_age,
+                Duration::from_millis(100),
+                30 * day,
+            ),
+            (
+                "connection.max_age_grace",
+                connection.max_age_grace,
+                Duration::ZERO,
+                day,
+            ),
+            (
+                "connection.http2_keepalive_interval",
+                connection.http2_keepalive_interval,
+                Duration::from_secs(1),
+                day,
+            ),
+            // Linux refuses a TCP_KEEPIDLE above 32767 s.
+            (
+                "connection.tcp_keepalive",
+                connection.tcp_keepalive,
+                Duration::from_secs(1),
+                Duration::from_secs(32_767),
+            ),
+        ];
+        for (name, value, min, max) in connection_durations {
+            if let Some(value) = value.filter(|v| *v < min || *v > max) {
+                return Err(ConfigError::setting(
+                    name,
+                    format!(
+                        "must be off or between {} and {}, got {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max),
+                        humantime::format_duration(value)
+                    ),
+                ));
+            }
         }
         if connection.max_concurrent_streams == 0 {
             return Err(ConfigError::setting(
@@ -1237,6 +1327,47 @@ mod tests {
             ("drain.timeout", "2h", "drain.timeout"),
             ("flags.debounce", "soon", "debounce"),
             ("dark_launch.timeout", "0", "dark_launch.timeout"),
+            // Allocated up front: bounded.
+            (
+                "server.max_concurrent_requests",
+                "65537",
+                "server.max_concurrent_requests",
+            ),
+            (
+                "dark_launch.max_in_flight",
+                "1025",
+                "dark_launch.max_in_flight",
+            ),
+            (
+                "dark_launch.max_in_flight",
+                "0",
+                "dark_launch.max_in_flight",
+            ),
+            // Connection timing: a reconnect storm, or an overflow later.
+            ("connection.max_age", "50ms", "connection.max_age"),
+            ("connection.max_age", "31d", "connection.max_age"),
+            ("connection.max_age_grace", "2d", "connection.max_age_grace"),
+            (
+                "connection.http2_keepalive_interval",
+                "100ms",
+                "connection.http2_keepalive_interval",
+            ),
+            (
+                "connection.http2_keepalive_timeout",
+                "2h",
+                "connection.http2_keepalive_timeout",
+            ),
+            (
+                "connection.tcp_keepalive",
+                "32768",
+                "connection.tcp_keepalive",
+            ),
+            // Binary metadata cannot be a targeting attribute.
+            (
+                "flags.context_headers",
+                "x-user-group,x-trace-bin",
+                "context_headers",
+            ),
         ];
         for (key, value, named) in cases {
             let overrides = Overrides {
@@ -1249,6 +1380,53 @@ mod tests {
             assert!(err.contains(named), "{err:?} should name {named}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
         }
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        for (key, value) in [
+            ("server.max_concurrent_requests", "65536"),
+            ("dark_launch.max_in_flight", "1024"),
+            ("connection.max_age", "100ms"),
+            ("connection.max_age", "30d"),
+            ("connection.max_age_grace", "0"),
+            ("connection.http2_keepalive_interval", "1s"),
+            ("connection.tcp_keepalive", "32767"),
+        ] {
+            let overrides = Overrides {
+                config_file: None,
+                values: vec![(key, value.to_string())],
+            };
+            Settings::load(&HashMap::new(), &overrides)
+                .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_bad_rust_log_or_an_oversized_span_queue_is_refused() {
+        let load = |name: &str, value: &str| {
+            let env = HashMap::from([(name.to_owned(), value.to_owned())]);
+            Settings::load(&env, &Overrides::default())
+        };
+        for (name, value) in [
+            ("RUST_LOG", "info,[["),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1048577"),
+        ] {
+            let err = load(name, value).expect_err(value).to_string();
+            assert!(err.contains(name), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let ok = load("RUST_LOG", "switchyard=debug,info").expect("a valid filter");
+        assert_eq!(
+            ok.telemetry.rust_log.as_deref(),
+            Some("switchyard=debug,info")
+        );
+        load("OTEL_BSP_MAX_QUEUE_SIZE", "1048576").expect("the bound itself");
+        // Empty means unset.
+        assert_eq!(
+            load("RUST_LOG", "").expect("unset").telemetry.rust_log,
+            None
+        );
     }
 
     #[test]

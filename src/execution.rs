@@ -114,11 +114,6 @@ impl ExecutionStats {
     pub fn runs(&self, kind: EngineKind, place: Place) -> u64 {
         self.runs[kind.index()][place as usize].load(Ordering::Relaxed)
     }
-
-    /// Calls waiting for an engine turn or a pool thread now.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
 }
 
 /// One detection for a pool thread. The slot travels with the work: a call
@@ -220,11 +215,7 @@ impl Executor {
             .map_err(|_| overloaded())
     }
 
-    /// Where `engine` would run `chars` characters.
-    pub fn place(&self, engine: &dyn Engine, chars: usize) -> Place {
-        self.place_by_cost(engine.cost(), chars)
-    }
-
+    /// Where an engine of `cost` runs `chars` characters.
     fn place_by_cost(&self, cost: Cost, chars: usize) -> Place {
         match cost {
             Cost::Light | Cost::Bounded if chars <= self.inline_max_chars => Place::Inline,

@@ -19,6 +19,7 @@
 //! | [`crate::flags::store`] | `switchyard_flag_reloads_total`, `switchyard_flags_revision`, `switchyard_flag_load_warnings` |
 //! | [`crate::health`] | `switchyard_health_status`, `switchyard_draining` |
 //! | [`crate::process_metrics`] | `process_*` |
+//! | [`crate::telemetry`] | `switchyard_trace_spans_exported_total`, `switchyard_trace_export_failures_total` |
 //! | this module | `switchyard_build_info`; [`code_name`], the `grpc_code` label values |
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};

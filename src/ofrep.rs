@@ -3,7 +3,9 @@
 //! /ofrep/v1/evaluate/flags` every flag, for `{"context": {...}}`, against
 //! this replica's live flag set with the same evaluator requests use. So
 //! "what would user X get on this pod?" has a standard answer that any
-//! OpenFeature SDK's OFREP provider can ask.
+//! OpenFeature SDK's OFREP provider can ask: the replica's `track`,
+//! `version` and `pod` are added to the context where it does not set
+//! them, as a Detect call's context has them.
 //!
 //! Shapes follow the protocol's OpenAPI (open-feature/protocol
 //! `service/openapi.yaml`): a success carries `key`, `reason`, `variant`,
@@ -29,12 +31,28 @@ use crate::flags::{Context, ErrorCode, FlagSet, Resolution};
 /// client can make the replica buffer).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The OFREP routes, evaluating `store`'s current set.
-pub fn router(store: Arc<FlagStore>) -> Router {
+/// What the OFREP routes evaluate with.
+#[derive(Clone)]
+struct Evaluator {
+    store: Arc<FlagStore>,
+    /// The replica's attributes (`track`, `version`, `pod`), added where a
+    /// context does not set them.
+    replica: Arc<[(String, String)]>,
+}
+
+impl Evaluator {
+    fn context(&self, ctx: Context) -> Context {
+        ctx.with_defaults(self.replica.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// The OFREP routes, evaluating `store`'s current set for contexts
+/// completed with `replica`'s attributes.
+pub fn router(store: Arc<FlagStore>, replica: Arc<[(String, String)]>) -> Router {
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(single))
         .route("/ofrep/v1/evaluate/flags", post(bulk))
-        .with_state(store)
+        .with_state(Evaluator { store, replica })
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -145,15 +163,15 @@ fn details(key: &str, code: ErrorCode) -> String {
 }
 
 async fn single(
-    State(store): State<Arc<FlagStore>>,
+    State(evaluator): State<Evaluator>,
     Path(key): Path<String>,
     body: Body,
 ) -> Response {
-    let (ctx, _) = match read_context(body).await {
-        Ok(read) => read,
+    let ctx = match read_context(body).await {
+        Ok((ctx, _)) => evaluator.context(ctx),
         Err(response) => return response,
     };
-    let set = store.current();
+    let set = evaluator.store.current();
     let (status, body) = evaluation(&key, &set.evaluate(&key, &ctx));
     json_response(status, &body)
 }
@@ -170,12 +188,12 @@ fn etag(set: &FlagSet, context: &Value) -> String {
     format!("\"{}\"", crate::flags::definition::revision(&sources))
 }
 
-async fn bulk(State(store): State<Arc<FlagStore>>, headers: HeaderMap, body: Body) -> Response {
+async fn bulk(State(evaluator): State<Evaluator>, headers: HeaderMap, body: Body) -> Response {
     let (ctx, context) = match read_context(body).await {
-        Ok(read) => read,
+        Ok((ctx, context)) => (evaluator.context(ctx), context),
         Err(response) => return response,
     };
-    let set = store.current();
+    let set = evaluator.store.current();
     let tag = etag(&set, &context);
     let matches = headers
         .get_all(header::IF_NONE_MATCH)

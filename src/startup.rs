@@ -104,6 +104,8 @@ struct Control {
     health: HealthState,
     metrics: Arc<Metrics>,
     flags: Arc<FlagStore>,
+    /// The replica's flag-context attributes, for OFREP.
+    replica: Arc<[(String, String)]>,
     connection: ConnectionSettings,
 }
 
@@ -120,6 +122,7 @@ impl Control {
                 health,
                 metrics,
                 flags,
+                replica,
                 connection,
             } = self;
             let probe = async {
@@ -144,6 +147,7 @@ impl Control {
                             health,
                             metrics,
                             flags,
+                            replica,
                             stop.clone().cancelled_owned(),
                         )
                         .await
@@ -321,6 +325,11 @@ impl Application {
             health: health.clone(),
             metrics,
             flags: Arc::clone(&flags),
+            replica: detection
+                .replica_attributes()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             connection: settings.connection.clone(),
         };
         let loading =

@@ -150,16 +150,33 @@ impl DetectionService {
         for (name, value) in &ctx.attributes {
             attributes.insert(name.clone(), Value::String(value.clone()));
         }
-        let identity = [
-            ("track", self.served_by.track.as_str()),
-            ("version", self.served_by.version.as_str()),
-            ("pod", self.served_by.pod.as_str()),
-            ("method", ctx.method),
-        ];
+        let identity = self
+            .replica_attributes()
+            .into_iter()
+            .chain([("method", ctx.method)]);
         for (name, value) in identity {
             attributes.insert(name.to_owned(), Value::String(value.to_owned()));
         }
         flags::Context::new(ctx.user_id.as_deref(), attributes)
+    }
+
+    /// The attributes this replica adds to every call's flag context:
+    /// `track`, `version` and `pod`.
+    pub fn replica_attributes(&self) -> [(&'static str, &str); 3] {
+        [
+            ("track", self.served_by.track.as_str()),
+            ("version", self.served_by.version.as_str()),
+            ("pod", self.served_by.pod.as_str()),
+        ]
+    }
+
+    /// A context a caller gives (OFREP, `Admin/EvaluateFlags`) as a call on
+    /// this replica would see it: the replica's attributes where the
+    /// context does not set them (a rule on `method` needs the caller to
+    /// say which). So "what would user X get on this pod?" answers what
+    /// Detect would.
+    pub fn on_this_replica(&self, ctx: flags::Context) -> flags::Context {
+        ctx.with_defaults(self.replica_attributes())
     }
 
     /// Starts the engine pool and warms every engine up on each of its

@@ -202,7 +202,7 @@ fn compile_flag(
     let targeting = match raw.targeting {
         None | Some(Value::Null) => None,
         Some(Value::Object(map)) if map.is_empty() => None,
-        Some(rule) => match resolve_refs(&rule, evaluators, &mut Vec::new()) {
+        Some(rule) => match resolve_refs(&rule, evaluators, &mut Expansion::default(), 0) {
             Ok(resolved) => Some(
                 Rule::compile(&resolved, warnings)
                     .map_err(|e| format!("targeting does not compile: {e}"))?,
@@ -247,37 +247,73 @@ enum RefError {
     Bad(String),
 }
 
-/// Replaces every `{"$ref": NAME}` with the named shared evaluator.
+/// Nodes one flag's targeting may expand to through `$ref`s: evaluators
+/// that each use the previous one twice double at every level, so a 1 MiB
+/// file could otherwise expand to gigabytes on a reload.
+const MAX_RULE_NODES: usize = 100_000;
+/// Nesting one flag's targeting may reach through `$ref`s (a chain of
+/// evaluators each wrapping the next): the compiler and the evaluator
+/// recurse on it. A file alone nests at most 128 deep (serde_json's limit).
+const MAX_RULE_DEPTH: usize = 256;
+
+/// Where the expansion of one flag's `$ref`s stands.
+#[derive(Default)]
+struct Expansion {
+    /// The evaluators being expanded, outermost first (cycle detection).
+    stack: Vec<String>,
+    /// Nodes produced so far.
+    nodes: usize,
+}
+
+/// Replaces every `{"$ref": NAME}` with the named shared evaluator, within
+/// [`MAX_RULE_NODES`] and [`MAX_RULE_DEPTH`].
 fn resolve_refs(
     rule: &Value,
     evaluators: &Map<String, Value>,
-    stack: &mut Vec<String>,
+    expansion: &mut Expansion,
+    depth: usize,
 ) -> Result<Value, RefError> {
+    expansion.nodes += 1;
+    if expansion.nodes > MAX_RULE_NODES {
+        return Err(RefError::Bad(format!(
+            "targeting expands to more than {MAX_RULE_NODES} nodes through `$ref`s"
+        )));
+    }
+    if depth > MAX_RULE_DEPTH {
+        return Err(RefError::Bad(format!(
+            "targeting nests deeper than {MAX_RULE_DEPTH} levels through `$ref`s"
+        )));
+    }
     match rule {
         Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
             let name = map["$ref"]
                 .as_str()
                 .ok_or_else(|| RefError::Bad("`$ref` must name an evaluator".into()))?;
-            if stack.iter().any(|s| s == name) {
+            if expansion.stack.iter().any(|s| s == name) {
                 return Err(RefError::Bad(format!("`$ref` cycle through {name:?}")));
             }
             let target = evaluators
                 .get(name)
                 .ok_or_else(|| RefError::Missing(name.to_owned()))?;
-            stack.push(name.to_owned());
-            let resolved = resolve_refs(target, evaluators, stack);
-            stack.pop();
+            expansion.stack.push(name.to_owned());
+            let resolved = resolve_refs(target, evaluators, expansion, depth + 1);
+            expansion.stack.pop();
             resolved
         }
         Value::Object(map) => Ok(Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), resolve_refs(v, evaluators, stack)?)))
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        resolve_refs(v, evaluators, expansion, depth + 1)?,
+                    ))
+                })
                 .collect::<Result<_, RefError>>()?,
         )),
         Value::Array(items) => Ok(Value::Array(
             items
                 .iter()
-                .map(|v| resolve_refs(v, evaluators, stack))
+                .map(|v| resolve_refs(v, evaluators, expansion, depth + 1))
                 .collect::<Result<_, _>>()?,
         )),
         other => Ok(other.clone()),

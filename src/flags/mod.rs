@@ -35,7 +35,7 @@ pub enum FlagState {
 pub struct Flag {
     pub key: String,
     pub state: FlagState,
-    /// Variants in definition order.
+    /// Variants sorted by name (serde_json's map without `preserve_order`).
     pub variants: Vec<(String, Value)>,
     index: HashMap<String, usize>,
     /// Index of the default variant in `variants`; `None` when the flag has
@@ -112,7 +112,7 @@ impl FlagType {
         match self {
             FlagType::Boolean => value.is_boolean(),
             FlagType::String => value.is_string(),
-            FlagType::Integer => value.is_i64() || value.is_u64(),
+            FlagType::Integer => value.is_i64(),
             FlagType::Float => value.is_number(),
             FlagType::Object => value.is_object() || value.is_array(),
         }
@@ -194,6 +194,22 @@ impl Context {
         Self {
             data: Value::Object(map),
         }
+    }
+
+    /// Adds the string `attributes` this context does not set: a caller's
+    /// own values win.
+    pub fn with_defaults<'a>(
+        mut self,
+        attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        if let Value::Object(map) = &mut self.data {
+            for (name, value) in attributes {
+                if !map.contains_key(name) {
+                    map.insert(name.to_owned(), Value::String(value.to_owned()));
+                }
+            }
+        }
+        self
     }
 
     /// A context from flagd-shaped JSON (`{"targetingKey": "alice", ...}`).

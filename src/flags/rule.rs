@@ -930,7 +930,7 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Result<Cow<'a, Value>
                     if count < 0 {
                         (len + count).max(start)
                     } else {
-                        (start + count).min(len)
+                        start.saturating_add(count).min(len)
                     }
                 }
             };

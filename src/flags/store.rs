@@ -35,7 +35,9 @@ pub struct StoreStatus {
     pub last_error: Option<String>,
     /// Successful reloads that changed the set.
     pub reloads_ok: u64,
-    /// Failed reloads (each bad revision counted once).
+    /// Failed reloads: each change to bad content once, however often it
+    /// is re-read; a source that cannot be read, once until its error
+    /// changes.
     pub reloads_failed: u64,
     /// Load-time warnings in the set being served (problems flagd
     /// tolerates, resolved at evaluation time).
@@ -228,6 +230,9 @@ impl FlagStore {
         let Some(path) = &self.path else {
             return Ok(false);
         };
+        // Content that changed and is bad: a failed reload even when its
+        // message matches the last one's.
+        let mut new_bad_content = false;
         let result = read_source(path).and_then(|sources| {
             let revision = definition::revision(&sources);
             if revision == self.current.load().revision {
@@ -239,6 +244,7 @@ impl FlagStore {
             }
             build(&sources, self.fractional).map(Some).inspect_err(|_| {
                 self.lock().last_failed_revision = Some(revision.clone());
+                new_bad_content = true;
             })
         });
         match result {
@@ -265,9 +271,10 @@ impl FlagStore {
             Err(errors) => {
                 let message = errors.to_string();
                 let mut state = self.lock();
-                if state.last_error.as_deref() == Some(message.as_str()) {
-                    // Still the same problem (e.g. a missing directory on
-                    // every poll): counted and logged once.
+                if !new_bad_content && state.last_error.as_deref() == Some(message.as_str()) {
+                    // Still the same problem reading the source (e.g. a
+                    // missing directory on every poll): counted and logged
+                    // once.
                     return Err(errors);
                 }
                 state.last_error = Some(message);

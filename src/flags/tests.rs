@@ -379,6 +379,69 @@ fn bad_definitions_name_file_flag_and_problem() {
     assert!(err.contains("1 MiB"), "{err}");
 }
 
+/// A small file whose evaluators double at each level, or chain deeper than
+/// the compiler may recurse, is refused at load with a clear error instead
+/// of expanding to gigabytes or overflowing the stack on a reload.
+#[test]
+fn ref_expansion_is_bounded_in_size_and_depth() {
+    let flag = |top: &str| {
+        format!(
+            r#""flags": {{"f": {{"state": "ENABLED", "variants": {{"a": 1}}, "defaultVariant": "a", "targeting": {{"$ref": "{top}"}}}}}}"#
+        )
+    };
+    // e0 = "a"; e(i) = [e(i-1), e(i-1)]: 2^40 nodes from 40 lines.
+    let mut doubling = vec![r#""e0": {"if": [true, "a", "a"]}"#.to_owned()];
+    for i in 1..=40 {
+        doubling.push(format!(
+            r#""e{i}": {{"if": [true, {{"$ref": "e{p}"}}, {{"$ref": "e{p}"}}]}}"#,
+            p = i - 1
+        ));
+    }
+    let file = format!(
+        "{{\"$evaluators\": {{{}}}, {}}}",
+        doubling.join(","),
+        flag("e40")
+    );
+    let err = FlagSet::parse("cm.json", &file)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("more than 100000 nodes"), "{err}");
+
+    // e(i) = {"if": [true, e(i-1), "a"]}, 2,000 deep.
+    let mut chain = vec![r#""c0": {"if": [true, "a", "a"]}"#.to_owned()];
+    for i in 1..=2000 {
+        chain.push(format!(
+            r#""c{i}": {{"if": [true, {{"$ref": "c{p}"}}, "a"]}}"#,
+            p = i - 1
+        ));
+    }
+    let file = format!(
+        "{{\"$evaluators\": {{{}}}, {}}}",
+        chain.join(","),
+        flag("c2000")
+    );
+    let err = FlagSet::parse("cm.json", &file)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("deeper than 256 levels"), "{err}");
+
+    // The control: the same shapes within the bounds load and evaluate.
+    let file = format!(
+        "{{\"$evaluators\": {{{}}}, {}}}",
+        doubling[..=10].join(","),
+        flag("e10")
+    );
+    let flags = FlagSet::parse("cm.json", &file).expect("2^10 nodes load");
+    assert_eq!(flags.integer("f", &Context::default(), 0).value, 1);
+    let file = format!(
+        "{{\"$evaluators\": {{{}}}, {}}}",
+        chain[..=50].join(","),
+        flag("c50")
+    );
+    let flags = FlagSet::parse("cm.json", &file).expect("50 deep loads");
+    assert_eq!(flags.integer("f", &Context::default(), 0).value, 1);
+}
+
 #[test]
 fn the_built_in_flags_are_valid() {
     let flags = FlagSet::parse("flags.json", BUILT_IN).expect("built-in flags are valid");

@@ -109,7 +109,8 @@ impl pb::admin_server::Admin for AdminService {
                     .map(|(k, v)| (k, serde_json::Value::String(v)))
                     .collect();
                 let key = Some(given.targeting_key).filter(|k| !k.is_empty());
-                flags::Context::new(key.as_deref(), attributes)
+                let given = flags::Context::new(key.as_deref(), attributes);
+                self.sources.detection.on_this_replica(given)
             }
             None => self.sources.detection.flag_context(&from_metadata),
         };

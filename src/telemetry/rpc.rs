@@ -379,11 +379,6 @@ impl Trace {
         span
     }
 
-    /// The server span's context.
-    pub fn span_context(&self) -> Option<SpanContext> {
-        self.0.as_ref().map(|span| span.context.clone())
-    }
-
     /// Ends the server span with the call's gRPC status. Server errors, as
     /// the RPC conventions list them, get the error status.
     fn finish(&self, code: tonic::Code) {
@@ -410,11 +405,6 @@ impl ChildSpan {
         if let Some(span) = &mut self.0 {
             span.set_attribute(attribute());
         }
-    }
-
-    /// Whether the span records.
-    pub fn is_recording(&self) -> bool {
-        self.0.is_some()
     }
 }
 

@@ -82,12 +82,19 @@ pub fn run_interruptible(tool: impl Future<Output = Exit>) -> Exit {
     })
 }
 
-/// A positive, finite number of seconds, or a usage error naming `flag`.
+/// The longest time a tool's option takes: a year. Longer is a typo, and
+/// adding it to a clock could overflow.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A positive number of seconds up to a year, or a usage error naming
+/// `flag`.
 pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("invalid {flag} {value}: expected a positive number of seconds"))
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(MAX_SECONDS))
+        .ok_or_else(|| {
+            format!("invalid {flag} {value}: expected a positive number of seconds, at most {MAX_SECONDS}")
+        })
 }
 
 #[cfg(test)]
@@ -97,7 +104,19 @@ mod tests {
     #[test]
     fn seconds_must_be_positive_and_finite() {
         assert_eq!(seconds("--timeout", 0.5), Ok(Duration::from_millis(500)));
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+        assert_eq!(
+            seconds("--duration", 31_536_000.0),
+            Ok(Duration::from_secs(MAX_SECONDS))
+        );
+        for bad in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            1.8e19,
+            31_536_001.0,
+        ] {
             let err = seconds("--timeout", bad).expect_err("refused");
             assert!(err.starts_with("invalid --timeout "), "{err}");
         }

@@ -18,7 +18,7 @@ async fn get_info_reports_identity_engines_health_and_config() {
     assert!(
         info.engines
             .iter()
-            .all(|e| e.languages.len() == 12 && e.load_seconds >= 0.0)
+            .all(|e| e.languages.len() == 12 && e.load_seconds > 0.0 && e.warm_up_seconds > 0.0)
     );
     assert_eq!(
         info.health.get("readiness").map(String::as_str),

@@ -273,6 +273,38 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
             vec![("OTEL_BSP_MAX_QUEUE_SIZE", "lots")],
             "OTEL_BSP_MAX_QUEUE_SIZE",
         ),
+        // Sizes allocated up front, and durations that would overflow.
+        (
+            vec!["--otlp-endpoint", "http://collector:4317"],
+            vec![("OTEL_BSP_MAX_QUEUE_SIZE", "1000000000")],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ),
+        (
+            vec!["--max-concurrent-requests", "100000000"],
+            vec![],
+            "max_concurrent_requests",
+        ),
+        (
+            vec![],
+            vec![("SWITCHYARD__DARK_LAUNCH__MAX_IN_FLIGHT", "100000")],
+            "dark_launch.max_in_flight",
+        ),
+        (
+            vec!["--max-connection-age", "18000000000000000000"],
+            vec![],
+            "max_age",
+        ),
+        (vec!["--tcp-keepalive", "10h"], vec![], "tcp_keepalive"),
+        // RUST_LOG wins over --log-level: a typo in it is refused too.
+        (vec![], vec![("RUST_LOG", "info,[[")], "RUST_LOG"),
+        (
+            vec![],
+            vec![(
+                "SWITCHYARD__FLAGS__CONTEXT_HEADERS",
+                "x-user-group,x-trace-bin",
+            )],
+            "context_headers",
+        ),
     ];
     for (args, env, named) in cases {
         let out = Command::new(BIN)
@@ -286,6 +318,20 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting_before_binding() {
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(named), "{stderr:?} names {named}");
     }
+    // An environment variable that is not UTF-8, ours or not, is no panic:
+    // the same one-line refusal of the bad value.
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let out = Command::new(BIN)
+        .args(["serve", "--grpc-addr", &port])
+        .env("SOMETHING_ELSE", not_utf8)
+        .env("SWITCHYARD__DRAIN__DELAY", not_utf8)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("drain.delay"), "{stderr:?}");
 }
 
 #[tokio::test]

@@ -13,7 +13,10 @@
 //! - `healthy`: passes every check;
 //! - `abort`: `fault-injection` aborts 5 % of calls with UNAVAILABLE: fails
 //!   the success rate, and the availability page alert fires;
-//! - `delay`: 200 ms on 10 % of calls: fails the relative latency;
+//! - `delay`: 200 ms on 10 % of calls: fails the relative latency; it
+//!   also runs a dark launch of whatlang, a quarter of its calls a text
+//!   whatlang answers `und` and lingua `en` (the control of the
+//!   informational mismatch metric, 0 everywhere else);
 //! - `invalid`: a fifth of its calls are clients' empty texts
 //!   (INVALID_ARGUMENT): passes;
 //! - `shadow`: every mirrored copy it receives fails with UNAVAILABLE, real
@@ -39,6 +42,8 @@ use crate::kube;
 use crate::process::Server;
 
 const TEXT: &str = "Good morning, how are you? Today we are going to the market together.";
+/// lingua (the default engine) answers `en`, whatlang `und`.
+const DISAGREED: &str = "Zero downtime deployments with Kubernetes";
 /// Calls per second to each replica, and for how long.
 const RPS: u64 = 25;
 const LOAD: Duration = Duration::from_secs(20);
@@ -408,7 +413,7 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     let canary_flags = [
         flags("off", None, "whatlang"), // healthy, with a dark launch in flight
         flags("unavailable-5", None, "off"),
-        flags("delay-200ms-10", None, "off"),
+        flags("delay-200ms-10", None, "whatlang"),
         flags("off", None, "off"),
         flags("off", Some(mirror_rule), "off"),
     ]
@@ -444,9 +449,16 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
     for (namespace, canary) in SCENARIOS.iter().zip(&canaries) {
         let real = detector_at(canary.grpc, authority).await;
         let invalid = *namespace == "invalid";
+        let disagreed = *namespace == "delay";
         runs.push(tokio::spawn(load(move |n| {
             // A fifth of the calls are clients' mistakes (empty text).
-            let text = if invalid && n % 5 == 0 { "" } else { TEXT };
+            let text = if invalid && n % 5 == 0 {
+                ""
+            } else if disagreed && n % 4 == 0 {
+                DISAGREED
+            } else {
+                TEXT
+            };
             detect(&real, text, None)
         })));
         if *namespace == "shadow" {
@@ -529,14 +541,23 @@ async fn canary_analysis_judges_grpc_codes_and_relative_latency_on_a_real_promet
             );
         }
     }
-    // The dark launch in flight on the healthy canary: whatlang against
-    // itself, so every comparison matched (informational only).
+    // The dark launch in flight on the healthy canary: whatlang agrees with
+    // lingua on its text, so every comparison matched (informational
+    // only). The control: on the delay canary a quarter of the texts are
+    // answered differently, and the metric shows it.
     for namespace in SCENARIOS {
-        let dark = &verdicts[&(namespace, "argo/dark-launch-mismatch".to_owned())];
-        assert_eq!(
-            dark.0, 0.0,
-            "{namespace}: no dark launch or no mismatch reads 0"
-        );
+        let dark = verdicts[&(namespace, "argo/dark-launch-mismatch".to_owned())].0;
+        if namespace == "delay" {
+            assert!(
+                (0.1..0.5).contains(&dark),
+                "delay: a quarter of the comparisons mismatched, read {dark}"
+            );
+        } else {
+            assert_eq!(
+                dark, 0.0,
+                "{namespace}: no dark launch or no mismatch reads 0"
+            );
+        }
     }
     let compared = prometheus
         .query("sum(switchyard_dark_launch_total{namespace=\"healthy\", outcome=\"match\"})")

@@ -243,10 +243,20 @@ async fn a_second_signal_ends_the_drain_at_once() {
 #[tokio::test]
 async fn readiness_never_returns_once_draining_even_if_loading_finishes_late() {
     let (loader, gate) = crate::helpers::GatedLoader::new();
-    let app = TestApp::spawn_with(settings(&[("drain.delay", "2")]), loader).await;
+    let app = TestApp::spawn_with(settings(&[("drain.delay", "10")]), loader).await;
     app.signal().await;
     gate.send(()).expect("gate");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until loading and warm-up are over (GetInfo lists warmed engines),
+    // so the check below follows them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = app.info().await;
+        if !info.engines.is_empty() && info.engines.iter().all(|e| e.warm_up_seconds > 0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "engines never warmed: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         app.check("readiness").await.expect("check"),
         ServingStatus::NotServing

@@ -738,14 +738,20 @@ fn the_translator_refuses_fields_it_does_not_translate() {
     let err = bootstrap(&vs, &rule, &endpoints).expect_err("fault is not translated");
     assert!(err.contains("\"fault\""), "{err}");
 
+    // A fresh VirtualService, so only the rule's field is refused.
+    let canary = || {
+        kube::file("istio/virtualservice-canary.yaml")
+            .into_iter()
+            .find(|d| kube::kind(d) == "VirtualService")
+            .expect("VirtualService")
+    };
     let mut bad_rule = rule.clone();
     bad_rule["spec"]["trafficPolicy"]["loadBalancer"] = json!({"simple": "LEAST_REQUEST"});
-    assert!(bootstrap(&vs, &bad_rule, &endpoints).is_err());
+    let err = bootstrap(&canary(), &bad_rule, &endpoints).expect_err("loadBalancer");
+    assert!(err.contains("loadBalancer"), "{err}");
 
-    let mut unknown_subset = kube::file("istio/virtualservice-canary.yaml")
-        .into_iter()
-        .find(|d| kube::kind(d) == "VirtualService")
-        .expect("VirtualService");
+    let mut unknown_subset = canary();
     unknown_subset["spec"]["http"][0]["route"][0]["destination"]["subset"] = json!("v9");
-    assert!(bootstrap(&unknown_subset, &rule, &endpoints).is_err());
+    let err = bootstrap(&unknown_subset, &rule, &endpoints).expect_err("unknown subset");
+    assert!(err.contains("v9"), "{err}");
 }

@@ -101,23 +101,24 @@ async fn kubelet_swaps_under_load_fail_no_request_and_switch_engines() {
     assert_eq!(flags.reloads_failed, 0);
 }
 
-/// Two files swapped together: a request must see both old or both new.
-/// Generation A = whatlang + no limit, B = lingua + a 40-char limit; a
-/// 60-char text answered by lingua would have read B's engine with A's limit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_request_ever_sees_a_mix_of_two_flag_sets() {
-    let generation = |engine: &str, limit: usize| {
-        let full: serde_json::Value =
-            serde_json::from_str(&engine_flags(engine, limit)).expect("json");
-        let a = serde_json::json!({"flags": {"detector-engine": full["flags"]["detector-engine"]}})
-            .to_string();
-        let b = serde_json::json!({"flags": {"max-text-chars": full["flags"]["max-text-chars"]}})
-            .to_string();
-        (a, b)
-    };
-    let (a, b) = generation("whatlang", 10_000);
-    let mut cm = ConfigMapDir::new(&[("a.json", &a), ("b.json", &b)]);
-    let app = TestApp::spawn_on_flags(&cm, &[]).await;
+/// Two files, each holding one flag: generation A = whatlang + no limit, B
+/// = lingua + a 40-char limit; a 60-char text answered by lingua read B's
+/// engine with A's limit, a mix.
+fn generation(engine: &str, limit: usize) -> (String, String) {
+    let full: serde_json::Value = serde_json::from_str(&engine_flags(engine, limit)).expect("json");
+    let a = serde_json::json!({"flags": {"detector-engine": full["flags"]["detector-engine"]}})
+        .to_string();
+    let b = serde_json::json!({"flags": {"max-text-chars": full["flags"]["max-text-chars"]}})
+        .to_string();
+    (a, b)
+}
+
+/// What three clients calling Detect with a 61-char text saw while `flips`
+/// ran: (whatlang answers, lingua answers, INVALID_ARGUMENT refusals).
+async fn served_during(
+    app: &TestApp,
+    flips: impl std::future::Future<Output = ()>,
+) -> (u64, u64, u64) {
     let text = "Good morning, how are you? Today we go to the market, friend.";
     assert_eq!(text.chars().count(), 61);
     let stop = Arc::new(AtomicBool::new(false));
@@ -126,46 +127,79 @@ async fn no_request_ever_sees_a_mix_of_two_flag_sets() {
         let stop = stop.clone();
         let mut client = app.detector().await;
         load.push(tokio::spawn(async move {
-            let (mut whatlang_ok, mut rejected) = (0u64, 0u64);
+            let mut seen = (0u64, 0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 match client.detect(pb::DetectRequest { text: text.into() }).await {
-                    Ok(reply) => {
-                        let engine = reply.into_inner().engine;
-                        assert_eq!(
-                            engine, "whatlang",
-                            "lingua answered a 61-char text: mixed flag sets"
-                        );
-                        whatlang_ok += 1;
-                    }
+                    Ok(reply) => match reply.into_inner().engine.as_str() {
+                        "whatlang" => seen.0 += 1,
+                        "lingua" => seen.1 += 1,
+                        other => panic!("engine {other:?}"),
+                    },
                     Err(status) => {
                         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-                        rejected += 1;
+                        seen.2 += 1;
                     }
                 }
             }
-            (whatlang_ok, rejected)
+            seen
         }));
     }
-    for i in 0..30 {
-        let (a, b) = if i % 2 == 0 {
-            generation("lingua", 40)
-        } else {
-            generation("whatlang", 10_000)
-        };
-        cm.update(&[("a.json", &a), ("b.json", &b)]);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    flips.await;
     stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut rejected) = (0, 0);
+    let mut total = (0, 0, 0);
     for task in load {
-        let (o, r) = task.await.expect("no mixed set seen");
-        ok += o;
-        rejected += r;
+        let seen = task.await.expect("the load ran");
+        total = (total.0 + seen.0, total.1 + seen.1, total.2 + seen.2);
     }
+    total
+}
+
+/// Two files swapped together (one ConfigMap update): a request sees both
+/// old or both new, never a mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_ever_sees_a_mix_of_two_flag_sets() {
+    let (a, b) = generation("whatlang", 10_000);
+    let mut cm = ConfigMapDir::new(&[("a.json", &a), ("b.json", &b)]);
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
+    let (whatlang, lingua, rejected) = served_during(&app, async {
+        for i in 0..30 {
+            let (a, b) = if i % 2 == 0 {
+                generation("lingua", 40)
+            } else {
+                generation("whatlang", 10_000)
+            };
+            cm.update(&[("a.json", &a), ("b.json", &b)]);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    })
+    .await;
+    assert_eq!(lingua, 0, "lingua answered a 61-char text: mixed flag sets");
     assert!(
-        ok > 0 && rejected > 0,
-        "both generations served: {ok} ok, {rejected} rejected"
+        whatlang > 0 && rejected > 0,
+        "both generations served: {whatlang} ok, {rejected} rejected"
     );
+}
+
+/// The control: the same two files changed by two separate updates leave a
+/// mixed set in between (B's engine, A's limit), and the harness sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_two_separate_updates_are_seen_mixed() {
+    let (a_old, b_old) = generation("whatlang", 10_000);
+    let mut cm = ConfigMapDir::new(&[("a.json", &a_old), ("b.json", &b_old)]);
+    let app = TestApp::spawn_on_flags(&cm, &[]).await;
+    let (_, lingua, _) = served_during(&app, async {
+        for _ in 0..3 {
+            let (a_new, b_new) = generation("lingua", 40);
+            cm.update(&[("a.json", &a_new), ("b.json", &b_old)]);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cm.update(&[("a.json", &a_new), ("b.json", &b_new)]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cm.update(&[("a.json", &a_old), ("b.json", &b_old)]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(lingua > 0, "the mixed set was never seen");
 }
 
 /// The propagation target: a change is served within 1 s of the rename

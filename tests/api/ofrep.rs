@@ -329,3 +329,106 @@ async fn the_fractional_version_setting_picks_the_bucketing_served() {
         assert_eq!(r.json()["variant"], expected, "{version}");
     }
 }
+
+/// "What would user X get on this pod?" answers what Detect would: OFREP
+/// and Admin/EvaluateFlags add the replica's `track`, `version` and `pod`
+/// to a given context where it does not set them, as a Detect call's
+/// context has them; a caller's own value wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_context_is_evaluated_as_on_this_replica() {
+    let by_track = json!({"flags": {
+        "canary-engine": {"state": "ENABLED", "variants": {"new": "new", "old": "old"},
+            "defaultVariant": "old",
+            "targeting": {"if": [{"==": [{"var": "track"}, "canary"]}, "new", "old"]}},
+        "by-version": {"state": "ENABLED", "variants": {"v9": "v9", "other": "other"},
+            "defaultVariant": "other",
+            "targeting": {"if": [{"==": [{"var": "version"}, "v9"]}, "v9", "other"]}}}})
+    .to_string();
+    let cm = ConfigMapDir::new(&[("flags.json", &by_track)]);
+    let path = cm.path().to_str().expect("utf-8").to_owned();
+    let app = TestApp::spawn_configured(&[
+        ("flags.path", path.as_str()),
+        ("deployment.track", "canary"),
+        ("deployment.version", "v9"),
+    ])
+    .await;
+    let one = "/ofrep/v1/evaluate/flags/";
+    let variant = |body: &str| {
+        let body = body.to_owned();
+        let app = &app;
+        async move {
+            let r = post(app, &format!("{one}canary-engine"), &[], &body).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()["variant"].as_str().expect("a variant").to_owned()
+        }
+    };
+    assert_eq!(
+        variant(r#"{"context": {"targetingKey": "u1"}}"#).await,
+        "new"
+    );
+    assert_eq!(variant("").await, "new", "no context at all");
+    assert_eq!(
+        variant(r#"{"context": {"targetingKey": "u1", "track": "stable"}}"#).await,
+        "old",
+        "the caller's own track wins"
+    );
+    let bulk = post(
+        &app,
+        "/ofrep/v1/evaluate/flags",
+        &[],
+        r#"{"context": {"targetingKey": "u1"}}"#,
+    )
+    .await;
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    let variants: Vec<(String, String)> = bulk.json()["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .map(|f| {
+            (
+                f["key"].as_str().unwrap_or("").to_owned(),
+                f["variant"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        variants.contains(&("canary-engine".into(), "new".into())),
+        "{variants:?}"
+    );
+    assert!(
+        variants.contains(&("by-version".into(), "v9".into())),
+        "{variants:?}"
+    );
+
+    // Admin/EvaluateFlags with an explicit context, the same way.
+    let view = |evaluations: Vec<pb::FlagEvaluation>, key: &str| {
+        evaluations
+            .into_iter()
+            .find(|f| f.key == key)
+            .map(|f| f.variant)
+            .unwrap_or_else(|| panic!("no {key}"))
+    };
+    assert_eq!(
+        view(admin_view(&app, "u1", &[]).await, "canary-engine"),
+        "new"
+    );
+    assert_eq!(view(admin_view(&app, "u1", &[]).await, "by-version"), "v9");
+    assert_eq!(
+        view(
+            admin_view(&app, "u1", &[("track", "stable")]).await,
+            "canary-engine"
+        ),
+        "old"
+    );
+
+    // The control: a stable replica of the same flags answers `old`.
+    let stable = TestApp::spawn_configured(&[("flags.path", path.as_str())]).await;
+    let r = post(
+        &stable,
+        &format!("{one}canary-engine"),
+        &[],
+        r#"{"context": {"targetingKey": "u1"}}"#,
+    )
+    .await;
+    assert_eq!(r.json()["variant"], "old", "{}", r.body);
+}

@@ -62,12 +62,14 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let parsed: serde_json::Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                // Every line is kept; `log` and the drop check that each is
+                // JSON (a panic here would only stop the collection).
+                let parsed: Option<serde_json::Value> = serde_json::from_str(&line).ok();
                 collected
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(line);
+                let Some(parsed) = parsed else { continue };
                 if parsed["message"] == "listening"
                     && let Some(tx) = tx.take()
                 {
@@ -100,7 +102,10 @@ impl Server {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
@@ -174,8 +179,23 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the process, then fails the test if any stdout line it wrote
+    /// was not JSON (unless the test is failing already).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bad) = lines
+            .iter()
+            .find(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        {
+            panic!("log line is not JSON: {bad}");
+        }
     }
 }

@@ -45,11 +45,15 @@ const DRAIN_TIMEOUT: &str = "5";
 const GRACE: Duration = Duration::from_secs(10);
 const STREAMS: usize = 3;
 
+/// `name` from the environment, or `default` when unset; a value that is
+/// not a number fails the test rather than running another experiment.
 fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
 }
 
 fn rate() -> f64 {
