@@ -374,7 +374,8 @@ pub struct HealthSettings {
     #[serde(with = "duration")]
     pub liveness_stall_threshold: Duration,
     /// A file created when ready and removed when the drain begins, for exec
-    /// readiness probes (`cat /tmp/ready`).
+    /// readiness probes (`cat /tmp/ready`). Its directory must exist at
+    /// start.
     pub ready_file: Option<PathBuf>,
 }
 
@@ -1087,16 +1088,25 @@ impl Settings {
         if self.deployment.pod.is_empty() {
             return Err(ConfigError::setting("deployment.pod", "must not be empty"));
         }
-        if self
-            .health
-            .ready_file
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err(ConfigError::setting(
-                "health.ready_file",
-                "must not be empty",
-            ));
+        if let Some(file) = &self.health.ready_file {
+            if file.as_os_str().is_empty() {
+                return Err(ConfigError::setting(
+                    "health.ready_file",
+                    "must not be empty",
+                ));
+            }
+            // Its directory must be there: otherwise the replica would
+            // serve but its exec readiness probe never pass.
+            let dir = match file.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(ConfigError::setting(
+                    "health.ready_file",
+                    format!("its directory {} does not exist", dir.display()),
+                ));
+            }
         }
         let connection = &self.connection;
         let timeout = connection.http2_keepalive_timeout;
@@ -1361,6 +1371,12 @@ mod tests {
                 "connection.tcp_keepalive",
                 "32768",
                 "connection.tcp_keepalive",
+            ),
+            // The exec probe could never see it.
+            (
+                "health.ready_file",
+                "/nonexistent-dir/ready",
+                "health.ready_file",
             ),
             // Binary metadata cannot be a targeting attribute.
             (

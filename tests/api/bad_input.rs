@@ -198,10 +198,10 @@ async fn invalid_utf8_is_rejected_with_a_status_not_a_crash() {
         )
         .await
         .expect_err("invalid UTF-8 is rejected");
-    assert!(
-        matches!(err.code(), Code::InvalidArgument | Code::Internal),
-        "{err:?}"
-    );
+    // What prost's decoder gives tonic, as grpc-java answers an unparsable
+    // request (INTERNAL, "invalid protobuf byte sequence").
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("decode"), "{err:?}");
     app.detect("Good morning to you all", "alice")
         .await
         .expect("still serving");
