@@ -12,7 +12,8 @@
 //! `value` (absent when the caller's code default applies) and `metadata`;
 //! a missing flag is 404 `FLAG_NOT_FOUND`; other evaluation errors and bad
 //! requests are 400 with an `errorCode`. Bulk answers carry an `ETag` of the
-//! flag revision and the context, and a matching `If-None-Match` gets 304.
+//! flag revision, the context and the replica's attributes, and a matching
+//! `If-None-Match` gets 304.
 
 use std::sync::Arc;
 
@@ -176,11 +177,12 @@ async fn single(
     json_response(status, &body)
 }
 
-/// The bulk ETag: the flag revision, the bucketing and the context (the same
-/// flags give other values for another context).
-fn etag(set: &FlagSet, context: &Value) -> String {
+/// The bulk ETag: the flag revision, the bucketing, the context and the
+/// replica's attributes (the same flags give other values for another
+/// context, or on a canary than on a stable replica behind one Service).
+fn etag(set: &FlagSet, context: &Value, replica: &[(String, String)]) -> String {
     let identity = format!(
-        "{}/{}\0{context}",
+        "{}/{}\0{context}\0{replica:?}",
         set.revision,
         set.fractional_version().as_str()
     );
@@ -194,7 +196,7 @@ async fn bulk(State(evaluator): State<Evaluator>, headers: HeaderMap, body: Body
         Err(response) => return response,
     };
     let set = evaluator.store.current();
-    let tag = etag(&set, &context);
+    let tag = etag(&set, &context, &evaluator.replica);
     let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

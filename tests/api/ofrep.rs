@@ -431,4 +431,18 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
     )
     .await;
     assert_eq!(r.json()["variant"], "old", "{}", r.body);
+    // Same flags, same context, other answers: another ETag, so a client
+    // polling through one Service never takes one replica's 304 for the
+    // other's answers.
+    let stable_bulk = post(
+        &stable,
+        "/ofrep/v1/evaluate/flags",
+        &[],
+        r#"{"context": {"targetingKey": "u1"}}"#,
+    )
+    .await;
+    assert_eq!(stable_bulk.status, 200, "{}", stable_bulk.body);
+    let (canary_tag, stable_tag) = (bulk.header("etag"), stable_bulk.header("etag"));
+    assert!(canary_tag.is_some() && stable_tag.is_some());
+    assert_ne!(canary_tag, stable_tag);
 }
