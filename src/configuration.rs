@@ -321,7 +321,8 @@ pub struct DeploymentSettings {
     /// The release version reported in `served_by`, `GetInfo` and metrics
     /// (e.g. the pod's `version` label, `v1`); defaults to the build version.
     pub version: String,
-    /// Pod name (downward API `POD_NAME`; the host name outside Kubernetes).
+    /// Pod name (downward API `POD_NAME`; outside Kubernetes `$HOSTNAME`
+    /// when exported, else `localhost`).
     pub pod: String,
     /// Namespace (downward API `POD_NAMESPACE`).
     pub namespace: String,
@@ -875,9 +876,10 @@ impl Default for ConnectionSettings {
 
 /// The process's environment: the one place it is read (`main` passes it
 /// to [`Settings::load`]; everything else gets values from the settings).
-/// A name or value that is not UTF-8 is taken lossily (`std::env::vars`
-/// would panic on it): one of ours then fails validation with its name in
-/// the message instead of aborting the start.
+/// A name or value that is not UTF-8 is taken lossily, U+FFFD for the bad
+/// bytes (`std::env::vars` would panic on it): a number, duration or name
+/// of ours then fails validation with its name in the message, and a path
+/// names a file that is not there.
 #[allow(clippy::disallowed_methods)]
 pub fn process_env() -> HashMap<String, String> {
     std::env::vars_os()
@@ -911,7 +913,7 @@ impl Settings {
     }
 
     /// Layers defaults, the optional file, the environment `env` (pass
-    /// `std::env::vars().collect()` in production) and `overrides`, then
+    /// [`process_env`] in production) and `overrides`, then
     /// validates the result.
     pub fn load(env: &HashMap<String, String>, overrides: &Overrides) -> Result<Self, ConfigError> {
         // The lowest layer: the defaults, with the downward API's identity.
@@ -1127,10 +1129,11 @@ impl Settings {
                 Duration::from_millis(100),
                 30 * day,
             ),
+            // `0` means off, so the shortest bound is a millisecond.
             (
                 "connection.max_age_grace",
                 connection.max_age_grace,
-                Duration::ZERO,
+                Duration::from_millis(1),
                 day,
             ),
             (
@@ -1405,7 +1408,7 @@ mod tests {
             ("dark_launch.max_in_flight", "1024"),
             ("connection.max_age", "100ms"),
             ("connection.max_age", "30d"),
-            ("connection.max_age_grace", "0"),
+            ("connection.max_age_grace", "1ms"),
             ("connection.http2_keepalive_interval", "1s"),
             ("connection.tcp_keepalive", "32767"),
         ] {

@@ -5,15 +5,15 @@
 //! "what would user X get on this pod?" has a standard answer that any
 //! OpenFeature SDK's OFREP provider can ask: the replica's `track`,
 //! `version` and `pod` are added to the context where it does not set
-//! them, as a Detect call's context has them.
+//! them (a Detect call's context always has them), so the answer is the
+//! one a Detect call with the same attributes gets.
 //!
 //! Shapes follow the protocol's OpenAPI (open-feature/protocol
 //! `service/openapi.yaml`): a success carries `key`, `reason`, `variant`,
 //! `value` (absent when the caller's code default applies) and `metadata`;
 //! a missing flag is 404 `FLAG_NOT_FOUND`; other evaluation errors and bad
-//! requests are 400 with an `errorCode`. Bulk answers carry an `ETag` of the
-//! flag revision, the context and the replica's attributes, and a matching
-//! `If-None-Match` gets 304.
+//! requests are 400 with an `errorCode`. Bulk answers carry an `ETag`, a
+//! hash of the answer, and a matching `If-None-Match` gets 304.
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use axum::routing::post;
 use serde_json::{Map, Value, json};
 
 use crate::flags::store::FlagStore;
-use crate::flags::{Context, ErrorCode, FlagSet, Resolution};
+use crate::flags::{Context, ErrorCode, Resolution};
 
 /// The largest request body accepted (a context is small; this bounds what a
 /// client can make the replica buffer).
@@ -177,26 +177,28 @@ async fn single(
     json_response(status, &body)
 }
 
-/// The bulk ETag: the flag revision, the bucketing, the context and the
-/// replica's attributes (the same flags give other values for another
-/// context, or on a canary than on a stable replica behind one Service).
-fn etag(set: &FlagSet, context: &Value, replica: &[(String, String)]) -> String {
-    let identity = format!(
-        "{}/{}\0{context}\0{replica:?}",
-        set.revision,
-        set.fractional_version().as_str()
-    );
-    let sources = [(String::new(), identity.into_bytes())];
+/// The bulk ETag: a hash of the answer itself. The same answer gets the
+/// same tag whichever replica behind a Service gives it, and a reload, a
+/// context or a replica (a canary's `track`) that changes any value,
+/// variant, reason or metadata gets another.
+fn etag(answer: &str) -> String {
+    let sources = [(String::new(), answer.as_bytes().to_vec())];
     format!("\"{}\"", crate::flags::definition::revision(&sources))
 }
 
 async fn bulk(State(evaluator): State<Evaluator>, headers: HeaderMap, body: Body) -> Response {
-    let (ctx, context) = match read_context(body).await {
-        Ok((ctx, context)) => (evaluator.context(ctx), context),
+    let ctx = match read_context(body).await {
+        Ok((ctx, _)) => evaluator.context(ctx),
         Err(response) => return response,
     };
     let set = evaluator.store.current();
-    let tag = etag(&set, &context, &evaluator.replica);
+    let flags: Vec<Value> = set
+        .keys()
+        .into_iter()
+        .map(|key| evaluation(key, &set.evaluate(key, &ctx)).1)
+        .collect();
+    let answer = json!({ "flags": flags }).to_string();
+    let tag = etag(&answer);
     let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -210,12 +212,16 @@ async fn bulk(State(evaluator): State<Evaluator>, headers: HeaderMap, body: Body
     if matches {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response();
     }
-    let flags: Vec<Value> = set
-        .keys()
-        .into_iter()
-        .map(|key| evaluation(key, &set.evaluate(key, &ctx)).1)
-        .collect();
-    let mut response = json_response(StatusCode::OK, &json!({ "flags": flags }));
-    response.headers_mut().insert(header::ETAG, etag_header);
-    response
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag_header),
+        ],
+        answer,
+    )
+        .into_response()
 }

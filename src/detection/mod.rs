@@ -170,11 +170,12 @@ impl DetectionService {
         ]
     }
 
-    /// A context a caller gives (OFREP, `Admin/EvaluateFlags`) as a call on
-    /// this replica would see it: the replica's attributes where the
-    /// context does not set them (a rule on `method` needs the caller to
-    /// say which). So "what would user X get on this pod?" answers what
-    /// Detect would.
+    /// A context a caller gives (OFREP, `Admin/EvaluateFlags`) completed
+    /// with this replica's attributes where it does not set them (a Detect
+    /// call's context always has them; a caller may set `track` or
+    /// `version` to ask about another release, and must name `method` for
+    /// rules on it). So "what would user X get on this pod?" gets what a
+    /// Detect call with the same attributes would.
     pub fn on_this_replica(&self, ctx: flags::Context) -> flags::Context {
         ctx.with_defaults(self.replica_attributes())
     }

@@ -110,6 +110,7 @@ pub fn parse_file(name: &str, content: &[u8]) -> Result<ParsedFile, DefinitionEr
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut flags = Vec::new();
+    let mut file_budget = MAX_FILE_REF_NODES;
     for (key, raw_flag) in raw.flags {
         let mut problems = Vec::new();
         match compile_flag(
@@ -117,6 +118,7 @@ pub fn parse_file(name: &str, content: &[u8]) -> Result<ParsedFile, DefinitionEr
             raw_flag,
             &raw.evaluators,
             &set_metadata,
+            &mut file_budget,
             &mut problems,
         ) {
             Ok(flag) => flags.push((key.clone(), flag)),
@@ -164,6 +166,7 @@ fn compile_flag(
     raw: RawFlag,
     evaluators: &Map<String, Value>,
     set_metadata: &Map<String, Value>,
+    file_budget: &mut usize,
     warnings: &mut Vec<String>,
 ) -> Result<Flag, String> {
     let state = match raw.state.as_str() {
@@ -202,7 +205,7 @@ fn compile_flag(
     let targeting = match raw.targeting {
         None | Some(Value::Null) => None,
         Some(Value::Object(map)) if map.is_empty() => None,
-        Some(rule) => match resolve_refs(&rule, evaluators, &mut Expansion::default(), 0) {
+        Some(rule) => match resolve(&rule, evaluators, file_budget) {
             Ok(resolved) => Some(
                 Rule::compile(&resolved, warnings)
                     .map_err(|e| format!("targeting does not compile: {e}"))?,
@@ -247,37 +250,66 @@ enum RefError {
     Bad(String),
 }
 
-/// Nodes one flag's targeting may expand to through `$ref`s: evaluators
-/// that each use the previous one twice double at every level, so a 1 MiB
-/// file could otherwise expand to gigabytes on a reload.
+/// Nodes one flag's targeting may take from shared evaluators through
+/// `$ref`s: evaluators that each use the previous one twice double at every
+/// level, so a 1 MiB file could otherwise expand to gigabytes on a reload.
+/// A file's own nodes are bounded by its size (1 MiB) and not counted.
 const MAX_RULE_NODES: usize = 100_000;
+/// The same for all flags of one file together (many flags each taking a
+/// large evaluator multiply too).
+const MAX_FILE_REF_NODES: usize = 1_000_000;
 /// Nesting one flag's targeting may reach through `$ref`s (a chain of
 /// evaluators each wrapping the next): the compiler and the evaluator
 /// recurse on it. A file alone nests at most 128 deep (serde_json's limit).
 const MAX_RULE_DEPTH: usize = 256;
 
 /// Where the expansion of one flag's `$ref`s stands.
-#[derive(Default)]
 struct Expansion {
     /// The evaluators being expanded, outermost first (cycle detection).
     stack: Vec<String>,
-    /// Nodes produced so far.
+    /// Nodes taken from evaluators so far.
     nodes: usize,
+    /// What this flag may take: [`MAX_RULE_NODES`], or less when the
+    /// file's budget has less left.
+    limit: usize,
+}
+
+/// Resolves one flag's `$ref`s within [`MAX_RULE_NODES`], [`MAX_RULE_DEPTH`]
+/// and what is left of the file's `budget` (which it then charges).
+fn resolve(
+    rule: &Value,
+    evaluators: &Map<String, Value>,
+    budget: &mut usize,
+) -> Result<Value, RefError> {
+    let mut expansion = Expansion {
+        stack: Vec::new(),
+        nodes: 0,
+        limit: MAX_RULE_NODES.min(*budget),
+    };
+    let resolved = resolve_refs(rule, evaluators, &mut expansion, 0);
+    *budget = budget.saturating_sub(expansion.nodes);
+    resolved
 }
 
 /// Replaces every `{"$ref": NAME}` with the named shared evaluator, within
-/// [`MAX_RULE_NODES`] and [`MAX_RULE_DEPTH`].
+/// the expansion's limits.
 fn resolve_refs(
     rule: &Value,
     evaluators: &Map<String, Value>,
     expansion: &mut Expansion,
     depth: usize,
 ) -> Result<Value, RefError> {
-    expansion.nodes += 1;
-    if expansion.nodes > MAX_RULE_NODES {
-        return Err(RefError::Bad(format!(
-            "targeting expands to more than {MAX_RULE_NODES} nodes through `$ref`s"
-        )));
+    if !expansion.stack.is_empty() {
+        expansion.nodes += 1;
+        if expansion.nodes > expansion.limit {
+            return Err(RefError::Bad(if expansion.limit < MAX_RULE_NODES {
+                format!(
+                    "the file's targeting rules take more than {MAX_FILE_REF_NODES} nodes from `$ref`s"
+                )
+            } else {
+                format!("targeting takes more than {MAX_RULE_NODES} nodes from `$ref`s")
+            }));
+        }
     }
     if depth > MAX_RULE_DEPTH {
         return Err(RefError::Bad(format!(

@@ -280,6 +280,11 @@ fn jsonlogic_operators() {
         (json!({"substr": ["switchyard", -4]}), json!("yard")),
         (json!({"substr": ["switchyard", 0, 6]}), json!("switch")),
         (json!({"substr": ["switchyard", 1, -5]}), json!("witc")),
+        // A count past any length (it overflowed once) runs to the end.
+        (
+            json!({"substr": ["switchyard", 2, 9_223_372_036_854_775_807_i64]}),
+            json!("itchyard"),
+        ),
         (
             json!({"starts_with": [{"var": "email"}, "jo@"]}),
             json!(true),
@@ -406,6 +411,25 @@ fn ref_expansion_is_bounded_in_size_and_depth() {
         .expect_err("refused")
         .to_string();
     assert!(err.contains("more than 100000 nodes"), "{err}");
+
+    // Many flags each taking 2^14 nodes (within one flag's bound): the
+    // file's bound.
+    let flags: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                r#""f{i}": {{"state": "ENABLED", "variants": {{"a": 1}}, "defaultVariant": "a", "targeting": {{"$ref": "e14"}}}}"#
+            )
+        })
+        .collect();
+    let file = format!(
+        "{{\"$evaluators\": {{{}}}, \"flags\": {{{}}}}}",
+        doubling[..=14].join(","),
+        flags.join(",")
+    );
+    let err = FlagSet::parse("cm.json", &file)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("more than 1000000 nodes"), "{err}");
 
     // e(i) = {"if": [true, e(i-1), "a"]}, 2,000 deep.
     let mut chain = vec![r#""c0": {"if": [true, "a", "a"]}"#.to_owned()];

@@ -109,6 +109,9 @@ struct Raw {
 struct Seen {
     /// Streams the server ended with HEADERS carrying END_STREAM (trailers).
     ended: Vec<u32>,
+    /// Streams the server sent DATA on (a reply message; an error status
+    /// alone is trailers-only, without DATA).
+    data: Vec<u32>,
     goaway: Option<u32>,
     rst_streams: Vec<u32>,
     closed: bool,
@@ -144,6 +147,7 @@ impl Raw {
                     HEADERS if header[4] & END_STREAM != 0 => {
                         tx.send_modify(|s| s.ended.push(stream))
                     }
+                    DATA if len > 0 => tx.send_modify(|s| s.data.push(stream)),
                     GOAWAY => tx.send_modify(|s| s.goaway = Some(code(4))),
                     RST_STREAM => tx.send_modify(|s| s.rst_streams.push(code(0))),
                     _ => {}
@@ -327,14 +331,21 @@ async fn streams_over_the_per_connection_limit_are_refused() {
     // (0x7, safe for the client to retry); the connection stays up.
     assert_eq!(seen.rst_streams, [0x7; 40], "{seen:?}");
     assert!(seen.goaway.is_none() && !seen.closed, "{seen:?}");
-    // Never more than 10 handlers.
-    let (_, body) = app.admin_get("/metrics").await;
-    let started: f64 = body
-        .lines()
-        .filter(|l| l.starts_with("grpc_server_started_total{") && l.contains("DetectStream"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(started <= 10.0, "{started} DetectStream handlers started");
+    // The 10 within the limit reach their handlers, never more.
+    let started = || async {
+        let (_, body) = app.admin_get("/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with("grpc_server_started_total{") && l.contains("DetectStream"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while started().await < 10.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = started().await;
+    assert_eq!(started, 10.0, "DetectStream handlers started");
     bystander.finish("stream flood").await;
 }
 
@@ -359,27 +370,28 @@ async fn oversized_metadata_is_refused_and_harms_nobody() {
                 .expect_err("over the 16 KiB header list limit");
             codes
                 .entry((size, format!("{:?}", status.code())))
-                .or_insert_with(|| status.message().to_owned());
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(status.message().to_owned());
         }
     }
     println!("oversized metadata (size, code): {codes:?}");
     // The server answers HTTP 431 (tonic reads UNKNOWN) or resets the
     // stream or the connection (h2 errors: RESOURCE_EXHAUSTED, CANCELLED,
     // UNKNOWN "transport error"); nothing else.
-    for ((size, code), message) in &codes {
-        let known = match code.as_str() {
-            "Unknown" => message.contains("431") || message.contains("transport error"),
-            "ResourceExhausted" => message.contains("h2 protocol error"),
-            "Cancelled" => true,
-            _ => false,
-        };
-        assert!(known, "{size} bytes: {code} {message:?}");
+    for ((size, code), messages) in &codes {
+        for message in messages {
+            let known = match code.as_str() {
+                "Unknown" => message.contains("431") || message.contains("transport error"),
+                "ResourceExhausted" => message.contains("h2 protocol error"),
+                "Cancelled" => message.contains("operation was canceled"),
+                _ => false,
+            };
+            assert!(known, "{size} bytes: {code} {message:?}");
+        }
     }
+    let at_20_kib = codes.get(&(20 * 1024, "Unknown".to_owned()));
     assert!(
-        codes
-            .keys()
-            .any(|(size, code)| *size == 20 * 1024 && code == "Unknown")
-            && codes.values().any(|m| m.contains("431")),
+        at_20_kib.is_some_and(|m| m.iter().any(|m| m.contains("431"))),
         "20 KiB answered with HTTP 431: {codes:?}"
     );
     // The same client (its connection or the next one) serves afterwards.
@@ -435,6 +447,7 @@ async fn garbage_and_truncated_frames_end_the_connection_or_the_call() {
         .until(Duration::from_secs(3), |s| s.ended.contains(&3) || s.closed)
         .await;
     assert_eq!(seen.ended, [1, 3], "the connection still serves: {seen:?}");
+    assert_eq!(seen.data, [3], "a reply, not an error status: {seen:?}");
     bystander.finish("garbage").await;
 }
 
@@ -506,7 +519,7 @@ impl std::fmt::Debug for Held {
 
 /// Opens a DetectStream with a 1 KiB receive window it never reads from and
 /// sends `text` requests until flow control stops it (no send capacity for
-/// 200 ms, within 2 s): the number sent, each request's size, and the
+/// 500 ms, within 3 s): the number sent, each request's size, and the
 /// stream, kept open. The stream failing or ending fails the test.
 ///
 /// Requests of at least 256 bytes: h2 budgets the framing overhead of
@@ -548,10 +561,10 @@ async fn never_read(app: &TestApp, text: &str) -> (usize, usize, Held) {
     };
     let mut sent = 0;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(2) {
+    while started.elapsed() < Duration::from_secs(3) {
         body.reserve_capacity(message.len());
         match tokio::time::timeout(
-            Duration::from_millis(200),
+            Duration::from_millis(500),
             futures::future::poll_fn(|cx| body.poll_capacity(cx)),
         )
         .await
@@ -588,10 +601,11 @@ async fn a_client_that_never_reads_its_stream_is_bounded_and_ended_by_the_drain(
         started.elapsed()
     );
     assert!(sent > 0, "the stream took no request at all");
-    // What the server holds for it is bounded by its HTTP/2 receive window
-    // plus the few requests the stream task took.
+    // What the server holds for it is its HTTP/2 stream window (1 MiB; the
+    // stall is the window filling, not a pause) plus the few requests the
+    // stream task took.
     assert!(
-        buffered <= 1024 * 1024 + 64 * 1024,
+        (512 * 1024..=1024 * 1024 + 64 * 1024).contains(&buffered),
         "{buffered} bytes buffered"
     );
     bystander.finish("stalled reader").await;

@@ -143,12 +143,12 @@ async fn ofrep_answers_in_the_protocols_shapes() {
     let r = post(&app, bulk, &[("If-None-Match", &etag)], ctx).await;
     assert_eq!((r.status, r.body.as_str()), (304, ""));
     assert_eq!(r.header("etag"), Some(etag.as_str()));
-    // Another context is another answer: another ETag.
+    // Another answer (a context that changes `beta-limit`): another ETag.
     let r = post(
         &app,
         bulk,
         &[("If-None-Match", &etag)],
-        r#"{"context": {"targetingKey": "u2"}}"#,
+        r#"{"context": {"targetingKey": "u1", "user-group": "beta"}}"#,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -431,9 +431,10 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
     )
     .await;
     assert_eq!(r.json()["variant"], "old", "{}", r.body);
-    // Same flags, same context, other answers: another ETag, so a client
-    // polling through one Service never takes one replica's 304 for the
-    // other's answers.
+    // The ETag is the answer's: same flags, same context, other answers
+    // (canary, stable) get other tags, so a client polling through one
+    // Service never takes one replica's 304 for the other's answers, and
+    // two stable replicas (other pods) giving the same answer share one.
     let stable_bulk = post(
         &stable,
         "/ofrep/v1/evaluate/flags",
@@ -445,4 +446,18 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
     let (canary_tag, stable_tag) = (bulk.header("etag"), stable_bulk.header("etag"));
     assert!(canary_tag.is_some() && stable_tag.is_some());
     assert_ne!(canary_tag, stable_tag);
+    let other_pod = TestApp::spawn_configured(&[
+        ("flags.path", path.as_str()),
+        ("deployment.pod", "switchyard-other-pod"),
+    ])
+    .await;
+    let other_bulk = post(
+        &other_pod,
+        "/ofrep/v1/evaluate/flags",
+        &[],
+        r#"{"context": {"targetingKey": "u1"}}"#,
+    )
+    .await;
+    assert_eq!(other_bulk.body, stable_bulk.body);
+    assert_eq!(other_bulk.header("etag"), stable_tag);
 }

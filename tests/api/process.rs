@@ -180,7 +180,7 @@ impl Server {
 
 impl Drop for Server {
     /// Kills the process, then fails the test if any stdout line it wrote
-    /// was not JSON (unless the test is failing already).
+    /// before its last was not JSON (unless the test is failing already).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -191,7 +191,9 @@ impl Drop for Server {
             .lines
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(bad) = lines
+        // The last line may have been cut by the kill.
+        let complete = &lines[..lines.len().saturating_sub(1)];
+        if let Some(bad) = complete
             .iter()
             .find(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
         {
