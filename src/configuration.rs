@@ -1320,6 +1320,15 @@ mod tests {
         assert_eq!(s.detector.default_engine, EngineKind::Whatlang);
     }
 
+    /// The settings with one override, `key` = `value`.
+    fn load_one(key: &'static str, value: &str) -> Result<Settings, ConfigError> {
+        let overrides = Overrides {
+            config_file: None,
+            values: vec![(key, value.to_string())],
+        };
+        Settings::load(&HashMap::new(), &overrides)
+    }
+
     #[test]
     fn bad_values_name_the_setting_on_one_line() {
         let cases: &[(&'static str, &str, &str)] = &[
@@ -1389,11 +1398,7 @@ mod tests {
             ),
         ];
         for (key, value, named) in cases {
-            let overrides = Overrides {
-                config_file: None,
-                values: vec![(key, value.to_string())],
-            };
-            let err = Settings::load(&HashMap::new(), &overrides)
+            let err = load_one(key, value)
                 .expect_err(&format!("{key}={value} must be rejected"))
                 .to_string();
             assert!(err.contains(named), "{err:?} should name {named}");
@@ -1412,12 +1417,7 @@ mod tests {
             ("connection.http2_keepalive_interval", "1s"),
             ("connection.tcp_keepalive", "32767"),
         ] {
-            let overrides = Overrides {
-                config_file: None,
-                values: vec![(key, value.to_string())],
-            };
-            Settings::load(&HashMap::new(), &overrides)
-                .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+            load_one(key, value).unwrap_or_else(|e| panic!("{key}={value}: {e}"));
         }
     }
 

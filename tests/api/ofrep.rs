@@ -353,6 +353,14 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
     ])
     .await;
     let one = "/ofrep/v1/evaluate/flags/";
+    let bulk_for_u1 = |app| {
+        post(
+            app,
+            "/ofrep/v1/evaluate/flags",
+            &[],
+            r#"{"context": {"targetingKey": "u1"}}"#,
+        )
+    };
     let variant = |body: &str| {
         let body = body.to_owned();
         let app = &app;
@@ -372,13 +380,7 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
         "old",
         "the caller's own track wins"
     );
-    let bulk = post(
-        &app,
-        "/ofrep/v1/evaluate/flags",
-        &[],
-        r#"{"context": {"targetingKey": "u1"}}"#,
-    )
-    .await;
+    let bulk = bulk_for_u1(&app).await;
     assert_eq!(bulk.status, 200, "{}", bulk.body);
     let variants: Vec<(String, String)> = bulk.json()["flags"]
         .as_array()
@@ -435,13 +437,7 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
     // (canary, stable) get other tags, so a client polling through one
     // Service never takes one replica's 304 for the other's answers, and
     // two stable replicas (other pods) giving the same answer share one.
-    let stable_bulk = post(
-        &stable,
-        "/ofrep/v1/evaluate/flags",
-        &[],
-        r#"{"context": {"targetingKey": "u1"}}"#,
-    )
-    .await;
+    let stable_bulk = bulk_for_u1(&stable).await;
     assert_eq!(stable_bulk.status, 200, "{}", stable_bulk.body);
     let (canary_tag, stable_tag) = (bulk.header("etag"), stable_bulk.header("etag"));
     assert!(canary_tag.is_some() && stable_tag.is_some());
@@ -451,13 +447,7 @@ async fn a_given_context_is_evaluated_as_on_this_replica() {
         ("deployment.pod", "switchyard-other-pod"),
     ])
     .await;
-    let other_bulk = post(
-        &other_pod,
-        "/ofrep/v1/evaluate/flags",
-        &[],
-        r#"{"context": {"targetingKey": "u1"}}"#,
-    )
-    .await;
+    let other_bulk = bulk_for_u1(&other_pod).await;
     assert_eq!(other_bulk.body, stable_bulk.body);
     assert_eq!(other_bulk.header("etag"), stable_tag);
 }
