@@ -299,3 +299,97 @@ fn the_configuration_table_shows_the_defaults_of_the_settings_types() {
         "only {checked} rows checked: is the table still there?"
     );
 }
+
+/// The "Accepted" column of the README's settings tables (Configuration
+/// and Connections) states the bounds the settings enforce: each stated
+/// bound is accepted, and the value just beyond it is refused.
+#[test]
+fn the_settings_tables_state_the_bounds_the_settings_enforce() {
+    use std::collections::HashMap;
+    use std::time::Duration;
+    use switchyard::configuration::Overrides;
+
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let load = |key: &str, value: &str| {
+        let var = format!("SWITCHYARD__{}", key.replace('.', "__").to_uppercase());
+        Settings::load(
+            &HashMap::from([(var, value.to_owned())]),
+            &Overrides::default(),
+        )
+    };
+    let accepts = |key: &str, value: &str| {
+        if let Err(e) = load(key, value) {
+            panic!("README says {key} accepts {value}, but: {e}");
+        }
+    };
+    let refuses = |key: &str, value: &str| {
+        assert!(
+            load(key, value).is_err(),
+            "{key}={value} is beyond the README's bound but was accepted"
+        );
+    };
+    // A duration as plain seconds, which the settings accept exactly.
+    let secs = |d: Duration| format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+    let mut checked = 0;
+    for title in ["## Configuration", "## Connections: age, keepalive, limits"] {
+        let section = readme
+            .split(title)
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap_or_else(|| panic!("a {title:?} section"));
+        let header = section
+            .lines()
+            .find(|l| l.starts_with("| Setting |"))
+            .expect("a settings table");
+        assert!(
+            header.ends_with("| Accepted |"),
+            "{title}: the table's last column is Accepted"
+        );
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let key = cells[1].trim_matches('`');
+            let accepted = cells[cells.len() - 2];
+            let spans: Vec<&str> = accepted.split('`').skip(1).step_by(2).collect();
+            if let Some(rest) = accepted.strip_prefix("`off` or ") {
+                accepts(key, "off");
+                let spans: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+                check_range(key, &spans, &accepts, &refuses, &secs);
+                checked += 1;
+            } else if accepted.contains("`–`") {
+                check_range(key, &spans, &accepts, &refuses, &secs);
+                checked += 1;
+            } else if accepted.starts_with("at least `") {
+                let min: u64 = spans[0].parse().expect("a count");
+                accepts(key, spans[0]);
+                refuses(key, &(min - 1).to_string());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} bounds checked");
+
+    fn check_range(
+        key: &str,
+        spans: &[&str],
+        accepts: &dyn Fn(&str, &str),
+        refuses: &dyn Fn(&str, &str),
+        secs: &dyn Fn(Duration) -> String,
+    ) {
+        let [min, max] = spans[..2] else {
+            panic!("{key}: a range is `MIN`–`MAX`")
+        };
+        accepts(key, min);
+        accepts(key, max);
+        if let (Ok(lo), Ok(hi)) = (min.parse::<i64>(), max.parse::<i64>()) {
+            refuses(key, &(lo - 1).to_string());
+            refuses(key, &(hi + 1).to_string());
+        } else {
+            let lo = humantime::parse_duration(min).expect("a duration");
+            let hi = humantime::parse_duration(max).expect("a duration");
+            if !lo.is_zero() {
+                refuses(key, &secs(lo / 2));
+            }
+            refuses(key, &secs(hi + Duration::from_millis(1)));
+        }
+    }
+}
