@@ -358,6 +358,13 @@ fn the_settings_tables_state_the_bounds_the_settings_enforce() {
             } else if accepted.contains("`–`") {
                 check_range(key, &spans, &accepts, &refuses, &secs);
                 checked += 1;
+            } else if let Some(rest) = accepted.strip_prefix("more than `0s`, at most ") {
+                let max = rest.trim_matches('`');
+                accepts(key, max);
+                refuses(key, "0");
+                let hi = humantime::parse_duration(max).expect("a duration");
+                refuses(key, &secs(hi + Duration::from_millis(1)));
+                checked += 1;
             } else if accepted.starts_with("at least `") {
                 let min: u64 = spans[0].parse().expect("a count");
                 accepts(key, spans[0]);
@@ -366,7 +373,7 @@ fn the_settings_tables_state_the_bounds_the_settings_enforce() {
             }
         }
     }
-    assert!(checked >= 15, "only {checked} bounds checked");
+    assert!(checked >= 19, "only {checked} bounds checked");
 
     fn check_range(
         key: &str,
