@@ -78,7 +78,7 @@ fn failure(status: StatusCode, key: Option<&str>, code: &str, details: &str) -> 
 
 /// Reads `{"context": {...}}` from a bounded body. The context may be
 /// absent or null (evaluated with no attributes).
-async fn read_context(body: Body) -> Result<(Context, Value), Response> {
+async fn read_context(body: Body) -> Result<Context, Response> {
     let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -116,8 +116,7 @@ async fn read_context(body: Body) -> Result<(Context, Value), Response> {
         }
         other => return Err(bad(format!("context must be a JSON object, got {other}"))),
     };
-    let ctx = Context::from_json(context.clone()).map_err(bad)?;
-    Ok((ctx, context))
+    Context::from_json(context).map_err(bad)
 }
 
 /// One evaluation in OFREP's shape, with the HTTP status a single
@@ -169,7 +168,7 @@ async fn single(
     body: Body,
 ) -> Response {
     let ctx = match read_context(body).await {
-        Ok((ctx, _)) => evaluator.context(ctx),
+        Ok(ctx) => evaluator.context(ctx),
         Err(response) => return response,
     };
     let set = evaluator.store.current();
@@ -188,7 +187,7 @@ fn etag(answer: &str) -> String {
 
 async fn bulk(State(evaluator): State<Evaluator>, headers: HeaderMap, body: Body) -> Response {
     let ctx = match read_context(body).await {
-        Ok((ctx, _)) => evaluator.context(ctx),
+        Ok(ctx) => evaluator.context(ctx),
         Err(response) => return response,
     };
     let set = evaluator.store.current();
